@@ -1,0 +1,45 @@
+# adindex: `make demo` and `make test` work on a fresh machine (they create .venv on first use).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-fast lint typecheck proto check-proto bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/adindex demo
+
+test: $(STAMP) lint typecheck check-proto
+	$(BIN)/python -m pytest
+
+# Everything except tests that load the real embedding model.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The one place generated protobuf code comes from; the output is committed.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. proto/retrieval/v1/*.proto
+
+# Regenerate and fail if the committed code differs from what the .proto says.
+check-proto: proto
+	git diff --exit-code -- retrieval/v1/ || (echo "generated code is stale: run 'make proto' and commit" && exit 1)
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
