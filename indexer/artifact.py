@@ -1,0 +1,289 @@
+"""The versioned index artifact: the one contract between the indexer and the server.
+
+Layout of an artifact root (``adindex build --out ROOT``)::
+
+    ROOT/
+      LATEST                      name of the newest published version (one line)
+      20261125T191500Z-3f2a1c9e/  one directory per version, never modified once published
+        manifest.json             format version, model, dimension, metric, factory string,
+                                  default nprobe, counts, sha256 + size of every file, created_at
+        index.faiss               the FAISS index; FAISS id i is row i of ads.jsonl
+        ads.jsonl                 one line per ad: id, advertiser, campaign, status, targeting, title
+        embeddings.npy            (n, d) float32 unit vectors, row i = FAISS id i; kept for exact
+                                  search, re-ranking checks and rebuilds without re-embedding
+        rejects.jsonl             only when the build ran with --skip-invalid
+
+Publishing is atomic: everything is written into a hidden temporary directory beside the
+versions, fsynced, renamed into place, and only then is ``LATEST`` replaced (write, fsync,
+rename). A crash at any moment leaves the previous ``LATEST`` and its version intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from indexer.catalog import AdRecord, Targeting
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+ADS_FILE = "ads.jsonl"
+EMBEDDINGS_FILE = "embeddings.npy"
+REJECTS_FILE = "rejects.jsonl"
+LATEST = "LATEST"
+_TMP_PREFIX = ".tmp-"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, incomplete, corrupted or incompatible."""
+
+
+@dataclass(frozen=True)
+class AdMeta:
+    """What retrieval needs to know about one ad (row i = FAISS id i)."""
+
+    ad_id: str
+    advertiser_id: str
+    campaign_id: str
+    status: str
+    targeting: Targeting
+    title: str
+
+    @classmethod
+    def from_record(cls, r: AdRecord) -> AdMeta:
+        return cls(r.ad_id, r.advertiser_id, r.campaign_id, r.status, r.targeting, r.title)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ad_id": self.ad_id,
+            "advertiser_id": self.advertiser_id,
+            "campaign_id": self.campaign_id,
+            "status": self.status,
+            "targeting": self.targeting.to_json(),
+            "title": self.title,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> AdMeta:
+        return cls(
+            ad_id=obj["ad_id"],
+            advertiser_id=obj["advertiser_id"],
+            campaign_id=obj["campaign_id"],
+            status=obj["status"],
+            targeting=Targeting.from_json(obj.get("targeting") or {}),
+            title=obj.get("title", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, verified index version."""
+
+    path: Path
+    manifest: dict[str, Any]
+    index: faiss.Index
+    ads: list[AdMeta]
+    embeddings: np.ndarray  # (n, d) float32, memory-mapped read-only
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def dimension(self) -> int:
+        return int(self.manifest["dimension"])
+
+
+def new_version_name(now: datetime | None = None) -> str:
+    """A sortable, unique version name: UTC timestamp plus a random suffix."""
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is only durable once the directory that holds the new name is synced.
+    _fsync_file(path)
+
+
+def write_ads(ads: Sequence[AdMeta], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for ad in ads:
+            f.write(json.dumps(ad.to_json(), ensure_ascii=False, separators=(",", ":")))
+            f.write("\n")
+
+
+def read_ads(path: Path) -> list[AdMeta]:
+    with path.open(encoding="utf-8") as f:
+        return [AdMeta.from_json(json.loads(line)) for line in f]
+
+
+@contextmanager
+def staging_dir(root: Path, version: str) -> Iterator[Path]:
+    """A temporary directory under ``root`` that is removed unless it was published."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{_TMP_PREFIX}{version}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(
+    root: Path,
+    staged: Path,
+    *,
+    version: str,
+    manifest: dict[str, Any],
+    update_latest: bool = True,
+) -> Path:
+    """Checksum, fsync and atomically publish a staged version directory.
+
+    Args:
+        root: artifact root; the version lands at ``root / version``.
+        staged: directory holding every file of the version except the manifest.
+        version: version name (see :func:`new_version_name`).
+        manifest: manifest fields; ``files``, ``version`` and ``format_version`` are filled in.
+        update_latest: point ``LATEST`` at the new version (False keeps it unpublished
+            but on disk, e.g. a build below its recall target kept for inspection).
+
+    Returns:
+        The published version directory.
+    """
+    files = {}
+    for p in sorted(staged.iterdir()):
+        _fsync_file(p)
+        files[p.name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "version": version, "files": files}
+    mpath = staged / MANIFEST
+    mpath.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _fsync_file(mpath)
+    _fsync_dir(staged)
+    final = root / version
+    os.rename(staged, final)
+    _fsync_dir(root)
+    if update_latest:
+        set_latest(root, version)
+    logger.info("Published %s", final)
+    return final
+
+
+def set_latest(root: Path, version: str) -> None:
+    """Atomically point ``root/LATEST`` at an existing, complete version."""
+    if not (root / version / MANIFEST).is_file():
+        raise ArtifactError(f"{root / version}: no {MANIFEST}; refusing to point {LATEST} at it")
+    tmp = root / f"{_TMP_PREFIX}{LATEST}-{os.getpid()}"
+    tmp.write_text(version + "\n", encoding="utf-8")
+    _fsync_file(tmp)
+    os.replace(tmp, root / LATEST)
+    _fsync_dir(root)
+
+
+def resolve(path: Path) -> Path:
+    """Turn an artifact root (with ``LATEST``) or a version directory into a version directory."""
+    if (path / MANIFEST).is_file():
+        return path
+    latest = path / LATEST
+    if not latest.is_file():
+        raise ArtifactError(
+            f"{path}: neither a version directory ({MANIFEST}) nor a root ({LATEST})"
+        )
+    version = latest.read_text(encoding="utf-8").strip()
+    if not version or "/" in version or version.startswith("."):
+        raise ArtifactError(f"{latest}: malformed version name {version!r}")
+    return path / version
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{version_dir / MANIFEST}: unreadable manifest: {exc}") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{version_dir}: format_version {manifest.get('format_version')!r}, "
+            f"this adindex reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify(version_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """Check every file's size and sha256 against the manifest."""
+    for name, meta in manifest["files"].items():
+        p = version_dir / name
+        if not p.is_file():
+            raise ArtifactError(f"{p}: missing (listed in {MANIFEST})")
+        if p.stat().st_size != meta["bytes"]:
+            raise ArtifactError(f"{p}: {p.stat().st_size} bytes, manifest says {meta['bytes']}")
+        if _sha256(p) != meta["sha256"]:
+            raise ArtifactError(f"{p}: sha256 mismatch, the file is corrupted")
+
+
+def load(path: Path, *, expected_dimension: int | None = None) -> Artifact:
+    """Load and verify a version (or the ``LATEST`` version of a root).
+
+    Raises:
+        ArtifactError: missing files, checksum mismatch, wrong format or dimension.
+    """
+    version_dir = resolve(path)
+    manifest = read_manifest(version_dir)
+    verify(version_dir, manifest)
+    d = int(manifest["dimension"])
+    if expected_dimension is not None and d != expected_dimension:
+        raise ArtifactError(f"{version_dir}: dimension {d}, expected {expected_dimension}")
+    try:
+        index = faiss.read_index(str(version_dir / INDEX_FILE))
+    except RuntimeError as exc:
+        raise ArtifactError(f"{version_dir / INDEX_FILE}: FAISS cannot read it: {exc}") from exc
+    ads = read_ads(version_dir / ADS_FILE)
+    xb = np.load(version_dir / EMBEDDINGS_FILE, mmap_mode="r")
+    if index.d != d or xb.shape != (len(ads), d) or index.ntotal != len(ads):
+        raise ArtifactError(
+            f"{version_dir}: inconsistent artifact: index d={index.d} ntotal={index.ntotal}, "
+            f"embeddings {xb.shape}, {len(ads)} ads, manifest dimension {d}"
+        )
+    return Artifact(path=version_dir, manifest=manifest, index=index, ads=ads, embeddings=xb)
+
+
+def list_versions(root: Path) -> list[str]:
+    """Published versions under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+    )

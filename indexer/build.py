@@ -1,0 +1,214 @@
+"""Catalog -> embeddings -> trained FAISS index -> published artifact version."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from indexer import artifact
+from indexer.catalog import DEFAULT_TEXT_FIELDS, Catalog, read_catalog, write_rejects
+from indexer.embedding import Embedder, SentenceTransformerEmbedder, normalize
+from indexer.params import DEFAULT_MIN_RERANK, IndexParams, choose_params
+
+logger = logging.getLogger(__name__)
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on; the message says what to change. Nothing was published."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """One build: where the catalog is, where versions go, and how to index."""
+
+    catalog: Path
+    out: Path
+    model: Path | None = None  # None: the installed all-MiniLM-L6-v2
+    index_factory: str | None = None  # None: chosen from corpus size (indexer.params)
+    nprobe: int | None = None
+    k_factor: int | None = None
+    text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
+    text_separator: str = ". "
+    skip_invalid: bool = False
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if not self.text_fields:
+            raise ValueError("text_fields must name at least one field")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1; got {self.threads}")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    version_dir: Path
+    manifest: dict[str, Any]
+
+
+@contextmanager
+def timeit(stage: str, timings: dict[str, float]) -> Iterator[None]:
+    """Log and record how long a build stage took."""
+    logger.info("%s ...", stage)
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - t0, 3)
+    logger.info("%s: %.2f s", stage, timings[stage])
+
+
+def embed_catalog(
+    catalog: Catalog,
+    config: BuildConfig,
+    embedder: Embedder | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Vectors for every record: the catalog's own, or the model's embedding of its text.
+
+    Returns:
+        (xb, model_info): xb of shape (n, d), float32, unit rows; model_info for the manifest.
+    """
+    if catalog.embeddings is not None:
+        xb = normalize(catalog.embeddings)
+        if config.model is not None:
+            embedder = embedder or SentenceTransformerEmbedder(config.model)
+            if embedder.dimension != xb.shape[1]:
+                raise BuildError(
+                    f"{catalog.source}:{catalog.lines[0]}: embedding: dimension {xb.shape[1]} "
+                    f"differs from the query model {embedder.model_name} ({embedder.dimension}-d)"
+                )
+        name = embedder.model_name if embedder is not None else "precomputed"
+        return xb, {"name": name, "source": "catalog embeddings", "dimension": int(xb.shape[1])}
+    embedder = embedder or SentenceTransformerEmbedder(config.model)
+    texts = [r.text(config.text_fields, config.text_separator) for r in catalog.records]
+    xb = embedder.encode(texts, progress=True)
+    info = {
+        "name": embedder.model_name,
+        "source": "text",
+        "dimension": embedder.dimension,
+        "text_fields": list(config.text_fields),
+        "text_separator": config.text_separator,
+    }
+    return xb, info
+
+
+def train_index(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
+    """Create the index from its factory string, train it on a seeded sample, add everything."""
+    n, d = xb.shape
+    index = faiss.index_factory(d, params.index_factory, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=params.train_size, replace=False))
+    index.train(xb[sample])
+    index.add(xb)  # FAISS ids 0..n-1 follow catalog order: row i of ads.jsonl
+    return index
+
+
+def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResult:
+    """Read, embed, index and atomically publish a new artifact version.
+
+    Args:
+        config: what to build.
+        embedder: an already loaded embedder (tests, the demo); default loads ``config.model``.
+
+    Raises:
+        CatalogError: invalid records (and ``skip_invalid`` is off).
+        BuildError: anything else that stops the build; the previous version keeps serving.
+    """
+    timings: dict[str, float] = {}
+    faiss.omp_set_num_threads(config.threads)
+    with timeit("Reading catalog", timings):
+        catalog = read_catalog(
+            config.catalog, skip_invalid=config.skip_invalid, text_fields=config.text_fields
+        )
+    with timeit(f"Embedding {len(catalog.records)} ads", timings):
+        xb, model_info = embed_catalog(catalog, config, embedder)
+    n, d = xb.shape
+    try:
+        params = choose_params(
+            n, d, index_factory=config.index_factory, nprobe=config.nprobe, k_factor=config.k_factor
+        )
+    except ValueError as exc:
+        raise BuildError(str(exc)) from exc
+    logger.info(
+        "Index %s (nlist=%d, nprobe=%d) over %d x %d",
+        params.index_factory,
+        params.nlist,
+        params.nprobe,
+        n,
+        d,
+    )
+    with timeit("Training and adding", timings):
+        try:
+            index = train_index(xb, params, seed=config.seed)
+        except RuntimeError as exc:  # FAISS C++ errors arrive as RuntimeError
+            raise BuildError(f"FAISS could not build {params.index_factory!r}: {exc}") from exc
+    version = artifact.new_version_name()
+    with timeit("Publishing", timings), artifact.staging_dir(config.out, version) as staged:
+        faiss.write_index(index, str(staged / artifact.INDEX_FILE))
+        np.save(staged / artifact.EMBEDDINGS_FILE, xb)
+        artifact.write_ads(
+            [artifact.AdMeta.from_record(r) for r in catalog.records], staged / artifact.ADS_FILE
+        )
+        if catalog.rejects:
+            write_rejects(catalog.rejects, staged / artifact.REJECTS_FILE)
+        manifest = _manifest(catalog, params, model_info, (n, d), timings, config)
+        version_dir = artifact.publish(config.out, staged, version=version, manifest=manifest)
+    return BuildResult(version_dir=version_dir, manifest=artifact.read_manifest(version_dir))
+
+
+def _versions(names: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _manifest(
+    catalog: Catalog,
+    params: IndexParams,
+    model_info: dict[str, Any],
+    shape: tuple[int, int],
+    timings: dict[str, float],
+    config: BuildConfig,
+) -> dict[str, Any]:
+    paused = sum(r.status == "paused" for r in catalog.records)
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dimension": shape[1],
+        "metric": "inner_product",
+        "normalized": True,
+        "model": model_info,
+        "index": {
+            "factory": params.index_factory,
+            "nlist": params.nlist,
+            "train_size": params.train_size,
+            "seed": config.seed,
+        },
+        "search": {
+            "nprobe": params.nprobe,
+            "k_factor": params.k_factor,
+            "min_rerank": DEFAULT_MIN_RERANK,
+        },
+        "counts": {
+            "ads": shape[0],
+            "active": shape[0] - paused,
+            "paused": paused,
+            "rejected": len(catalog.rejects),
+        },
+        "catalog": {"path": str(catalog.source), "sha256": catalog.sha256},
+        "build": {"seconds": timings, "threads": config.threads, "host": platform.node()},
+        "software": _versions(["adindex", "faiss-cpu", "sentence-transformers", "torch", "numpy"]),
+    }

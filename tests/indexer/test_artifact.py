@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import artifact
+from indexer.artifact import ArtifactError
+from indexer.build import BuildConfig, BuildResult, build
+
+
+def test_round_trip(
+    built_index: BuildResult, vector_catalog: tuple[Path, list, np.ndarray]
+) -> None:
+    _, records, xb = vector_catalog
+    art = artifact.load(built_index.version_dir.parent)  # through LATEST
+    assert art.path == built_index.version_dir
+    m = art.manifest
+    assert m["format_version"] == artifact.FORMAT_VERSION
+    assert m["dimension"] == xb.shape[1] and m["metric"] == "inner_product"
+    assert m["index"]["factory"] == "IVF32,PQ16x4fs,RFlat"
+    assert m["counts"]["ads"] == len(records)
+    assert m["counts"]["paused"] == sum(r.status == "paused" for r in records)
+    assert set(m["files"]) == {artifact.INDEX_FILE, artifact.ADS_FILE, artifact.EMBEDDINGS_FILE}
+    assert [a.ad_id for a in art.ads] == [r.ad_id for r in records]
+    assert art.ads[0].targeting == records[0].targeting
+    assert art.index.ntotal == len(records)
+    np.testing.assert_allclose(art.embeddings, xb, atol=1e-6)
+
+
+def _copy_version(result: BuildResult, tmp_path: Path) -> Path:
+    dst = tmp_path / result.version_dir.name
+    shutil.copytree(result.version_dir, dst)
+    return dst
+
+
+@pytest.mark.parametrize("name", [artifact.INDEX_FILE, artifact.ADS_FILE, artifact.EMBEDDINGS_FILE])
+def test_corrupted_file_is_refused(built_index: BuildResult, tmp_path: Path, name: str) -> None:
+    version = _copy_version(built_index, tmp_path)
+    data = bytearray((version / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (version / name).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{name}: sha256 mismatch"):
+        artifact.load(version)
+
+
+def test_missing_or_truncated_file_is_refused(built_index: BuildResult, tmp_path: Path) -> None:
+    version = _copy_version(built_index, tmp_path)
+    (version / artifact.ADS_FILE).write_text("", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="bytes, manifest says"):
+        artifact.load(version)
+    (version / artifact.ADS_FILE).unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        artifact.load(version)
+
+
+def test_wrong_dimension_and_format_are_refused(built_index: BuildResult, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="expected 384"):
+        artifact.load(built_index.version_dir, expected_dimension=384)
+    version = _copy_version(built_index, tmp_path)
+    manifest = json.loads((version / artifact.MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (version / artifact.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format_version 99"):
+        artifact.load(version)
+
+
+def test_root_without_latest_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="neither a version directory"):
+        artifact.load(tmp_path)
+
+
+def test_failed_build_leaves_previous_version_and_no_debris(
+    vector_catalog: tuple[Path, list, np.ndarray], tmp_path: Path
+) -> None:
+    path, _, _ = vector_catalog
+    first = build(BuildConfig(catalog=path, out=tmp_path, index_factory="IVF16,Flat", threads=1))
+    with pytest.raises(Exception, match="IVF4096"):
+        build(BuildConfig(catalog=path, out=tmp_path, index_factory="IVF4096,Flat", threads=1))
+    assert artifact.resolve(tmp_path) == first.version_dir
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    second = build(BuildConfig(catalog=path, out=tmp_path, index_factory="IVF16,Flat", threads=1))
+    assert artifact.resolve(tmp_path) == second.version_dir
+    assert artifact.list_versions(tmp_path) == sorted(
+        [first.version_dir.name, second.version_dir.name]
+    )
