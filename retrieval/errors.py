@@ -1,0 +1,39 @@
+"""Errors the retrieval service raises, each with the gRPC status it maps to.
+
+    RetrievalError                 INTERNAL
+    ├── InvalidArgument            INVALID_ARGUMENT   (names the offending request field)
+    │   └── DimensionMismatch      INVALID_ARGUMENT
+    ├── NotFound                   NOT_FOUND
+    └── IndexNotReady              UNAVAILABLE        (no index loaded yet)
+
+Servicers raise these; one interceptor (retrieval.server) turns them into a status and
+message. Anything else is logged with its traceback and answered INTERNAL, never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class RetrievalError(Exception):
+    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(RetrievalError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class DimensionMismatch(InvalidArgument):
+    pass
+
+
+class NotFound(RetrievalError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+
+
+class IndexNotReady(RetrievalError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,77 @@
+"""The whole path with the real model: sample ads -> all-MiniLM-L6-v2 -> IVF-PQ -> gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from indexer import artifact
+from indexer.build import BuildConfig, BuildResult, build
+from indexer.embedding import SentenceTransformerEmbedder
+from indexer.sample import category_of, generate_catalog, generate_users, write_sample
+from retrieval.client import RetrievalClient
+from retrieval.demo import user_embedding
+from retrieval.server import RunningServer, ServerConfig, create_server
+from support import exact_topk, recall_at_k
+
+pytestmark = pytest.mark.slow
+
+N_ADS = 1200  # enough for IVF-PQ with re-ranking (the small-corpus rule starts at 1,000)
+
+
+@pytest.fixture(scope="module")
+def sample_index(
+    real_embedder: SentenceTransformerEmbedder, tmp_path_factory: pytest.TempPathFactory
+) -> BuildResult:
+    root = tmp_path_factory.mktemp("e2e")
+    catalog, _ = write_sample(root / "sample", n_ads=N_ADS, n_users=4)
+    return build(
+        BuildConfig(catalog=catalog, out=root / "index", threads=2), embedder=real_embedder
+    )
+
+
+@pytest.fixture(scope="module")
+def running(sample_index: BuildResult) -> Iterator[RunningServer]:
+    server = create_server(ServerConfig(port=0, index=sample_index.version_dir.parent))
+    yield server
+    server.stop()
+
+
+def test_model_is_recorded(sample_index: BuildResult) -> None:
+    m = sample_index.manifest
+    assert m["model"]["name"] == "all-MiniLM-L6-v2" and m["dimension"] == 384
+    assert m["index"]["factory"].endswith(",RFlat") and "PQ" in m["index"]["factory"]
+
+
+def test_recall_and_self_retrieval_with_real_embeddings(
+    running: RunningServer, sample_index: BuildResult, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    art = artifact.load(sample_index.version_dir)
+    xb = np.asarray(art.embeddings)
+    eligible = np.array([a.status == "active" for a in art.ads])
+    users = generate_users(30)
+    xq = np.stack([user_embedding(real_embedder, u) for u in users])
+    truth = exact_topk(xb, xq, 20, eligible)
+    with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+        row = {a.ad_id: i for i, a in enumerate(art.ads)}
+        found = [[row[c.ad_id] for c in client.retrieve(q, 20).candidates] for q in xq]
+        assert recall_at_k(found, truth) >= 0.9
+        active_rows = np.flatnonzero(eligible)[:300]
+        firsts = [client.retrieve(xb[i], 1).candidates[0].ad_id for i in active_rows]
+    assert firsts == [art.ads[i].ad_id for i in active_rows]
+
+
+def test_user_text_finds_ads_of_their_interest(
+    running: RunningServer, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    category = {r.ad_id: category_of(r) for r in generate_catalog(N_ADS)}
+    xq = real_embedder.encode(
+        ["chunky knit throw blanket and a velvet sofa for a cozy living room"]
+    )[0]
+    with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+        response = client.retrieve(xq, 10)
+    assert len(response.candidates) == 10
+    homey = [category[c.ad_id] in {"home decor", "furniture"} for c in response.candidates]
+    assert sum(homey) >= 7, [category[c.ad_id] for c in response.candidates]
