@@ -44,6 +44,10 @@ class BuildConfig:
     skip_invalid: bool = False
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 1234
+    # When the catalog was exported from the source of truth. Admin changes (pause, upsert,
+    # delete) acknowledged after this moment are replayed on top of the new version; None
+    # takes the catalog file's modification time.
+    snapshot_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.text_fields:
@@ -176,6 +180,11 @@ def _versions(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _snapshot_time(config: BuildConfig, catalog: Catalog) -> datetime:
+    snap = config.snapshot_at or datetime.fromtimestamp(catalog.source.stat().st_mtime, UTC)
+    return snap if snap.tzinfo else snap.replace(tzinfo=UTC)  # naive times are UTC
+
+
 def _manifest(
     catalog: Catalog,
     params: IndexParams,
@@ -208,7 +217,11 @@ def _manifest(
             "paused": paused,
             "rejected": len(catalog.rejects),
         },
-        "catalog": {"path": str(catalog.source), "sha256": catalog.sha256},
+        "catalog": {
+            "path": str(catalog.source),
+            "sha256": catalog.sha256,
+            "snapshot_at": _snapshot_time(config, catalog).isoformat(),
+        },
         "build": {"seconds": timings, "threads": config.threads, "host": platform.node()},
         "software": _versions(["adindex", "faiss-cpu", "sentence-transformers", "torch", "numpy"]),
     }

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -71,6 +72,12 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--seed", type=int, default=1234, help="seed for the training sample (default: %(default)s)"
+    )
+    p.add_argument(
+        "--snapshot-time",
+        type=datetime.fromisoformat,
+        help="when the catalog was exported (ISO 8601, e.g. 2026-11-25T03:00:00+00:00); admin "
+        "changes acknowledged after it are replayed on the new version (default: the file's mtime)",
     )
 
 
@@ -181,6 +188,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         text_fields=tuple(f.strip() for f in args.text_fields.split(",") if f.strip()),
         skip_invalid=args.skip_invalid,
         seed=args.seed,
+        snapshot_at=args.snapshot_time,
         **kwargs,
     )
     result = build(config)
