@@ -16,6 +16,9 @@ import numpy as np
 from indexer.artifact import ArtifactError, list_versions, read_manifest, resolve
 from indexer.build import BuildConfig, BuildError, build
 from indexer.catalog import DEFAULT_TEXT_FIELDS, CatalogError
+from retrieval.admin_cli import COMMANDS as ADMIN_COMMANDS
+from retrieval.admin_cli import TOKEN_ENV, add_admin_commands, admin_token
+from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.server import DEFAULT_PORT, ServerConfig, serve
 
 logger = logging.getLogger("adindex")
@@ -105,6 +108,20 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="largest k a request may ask for (default: %(default)s)",
     )
     p.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help=f"require this bearer token on admin calls (default: ${TOKEN_ENV}; unset = no token)",
+    )
+    p.add_argument(
+        "--exact-max-rows",
+        type=int,
+        default=DEFAULT_EXACT_MAX_ROWS,
+        help="filters leaving at most this many eligible ads are scanned exactly (default: %(default)s)",
+    )
+    p.add_argument(
+        "--model", type=Path, help="model for embedding upserted ad text (default: the index's own)"
+    )
+    p.add_argument(
         "--workers", type=int, default=4, help="gRPC worker threads (default: %(default)s)"
     )
 
@@ -173,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_client(sub)
     _add_sample(sub)
+    add_admin_commands(sub)
     return p
 
 
@@ -203,7 +221,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     serve(
         ServerConfig(
-            host=args.host, port=args.port, index=args.index, max_k=args.max_k, workers=args.workers
+            host=args.host,
+            port=args.port,
+            index=args.index,
+            max_k=args.max_k,
+            workers=args.workers,
+            admin_token=admin_token(args.admin_token_file),
+            exact_max_rows=args.exact_max_rows,
+            model=args.model,
         )
     )
     return 0
@@ -296,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "info": cmd_info,
         "sample": cmd_sample,
         "demo": cmd_demo,
+        **ADMIN_COMMANDS,
     }
     try:
         return int(commands[args.command](args))

@@ -1,4 +1,4 @@
-"""A small typed client for RetrievalService (used by the CLI, the demo and tests)."""
+"""A small typed client for RetrievalService and AdminService (CLI, demo, tests)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,40 @@ from types import TracebackType
 import grpc
 import numpy as np
 
+from indexer.catalog import AdRecord
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+
+def ad_message(record: AdRecord, embedding: np.ndarray | None = None) -> retrieval_pb2.Ad:
+    """The wire form of an ad for Upsert (embedding optional: the server embeds the text)."""
+    t = record.targeting
+    return retrieval_pb2.Ad(
+        ad_id=record.ad_id,
+        advertiser_id=record.advertiser_id,
+        campaign_id=record.campaign_id,
+        title=record.title,
+        description=record.description,
+        creative_text=record.creative_text,
+        targeting=retrieval_pb2.Targeting(
+            countries=t.countries, locales=t.locales, devices=t.devices
+        ),
+        status=record.status,
+        embedding=[]
+        if embedding is None
+        else np.asarray(embedding, dtype=np.float32).ravel().tolist(),
+    )
 
 
 class RetrievalClient:
     """A channel to one server; use as a context manager to close it."""
 
-    def __init__(self, target: str, *, timeout_s: float = 5.0):
+    def __init__(self, target: str, *, timeout_s: float = 5.0, admin_token: str | None = None):
         self.target = target
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(target)
         self.stub = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.admin = retrieval_pb2_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata = (("authorization", f"Bearer {admin_token}"),) if admin_token else ()
 
     def retrieve(
         self,
@@ -26,12 +49,22 @@ class RetrievalClient:
         k: int = 10,
         *,
         nprobe: int = 0,
+        country: str = "",
+        locale: str = "",
+        device: str = "",
+        exclude_ad_ids: Sequence[str] = (),
+        exclude_advertiser_ids: Sequence[str] = (),
+        max_per_advertiser: int = 0,
         timeout_s: float | None = None,
     ) -> retrieval_pb2.RetrieveResponse:
         request = retrieval_pb2.RetrieveRequest(
             user_embedding=np.asarray(user_embedding, dtype=np.float32).ravel().tolist(),
             k=k,
             nprobe=nprobe,
+            context=retrieval_pb2.UserContext(country=country, locale=locale, device=device),
+            exclude_ad_ids=exclude_ad_ids,
+            exclude_advertiser_ids=exclude_advertiser_ids,
+            max_per_advertiser=max_per_advertiser,
         )
         response: retrieval_pb2.RetrieveResponse = self.stub.Retrieve(
             request, timeout=timeout_s or self.timeout_s
@@ -43,6 +76,64 @@ class RetrievalClient:
             retrieval_pb2.GetIndexInfoRequest(), timeout=timeout_s or self.timeout_s
         )
         return info
+
+    # -- admin -------------------------------------------------------------------------------
+    def _eligibility(
+        self,
+        method: str,
+        ad_ids: Sequence[str],
+        campaign_ids: Sequence[str],
+        advertiser_ids: Sequence[str],
+    ) -> retrieval_pb2.EligibilityResponse:
+        request = retrieval_pb2.EligibilityRequest(
+            ad_ids=ad_ids, campaign_ids=campaign_ids, advertiser_ids=advertiser_ids
+        )
+        response: retrieval_pb2.EligibilityResponse = getattr(self.admin, method)(
+            request, timeout=self.timeout_s, metadata=self._metadata
+        )
+        return response
+
+    def pause(
+        self,
+        ad_ids: Sequence[str] = (),
+        campaign_ids: Sequence[str] = (),
+        advertiser_ids: Sequence[str] = (),
+    ) -> retrieval_pb2.EligibilityResponse:
+        return self._eligibility("Pause", ad_ids, campaign_ids, advertiser_ids)
+
+    def resume(
+        self,
+        ad_ids: Sequence[str] = (),
+        campaign_ids: Sequence[str] = (),
+        advertiser_ids: Sequence[str] = (),
+    ) -> retrieval_pb2.EligibilityResponse:
+        return self._eligibility("Resume", ad_ids, campaign_ids, advertiser_ids)
+
+    def delete(self, ad_ids: Sequence[str]) -> retrieval_pb2.EligibilityResponse:
+        response: retrieval_pb2.EligibilityResponse = self.admin.Delete(
+            retrieval_pb2.DeleteRequest(ad_ids=ad_ids),
+            timeout=self.timeout_s,
+            metadata=self._metadata,
+        )
+        return response
+
+    def upsert(
+        self, ads: Sequence[retrieval_pb2.Ad], *, timeout_s: float | None = None
+    ) -> retrieval_pb2.UpsertResponse:
+        response: retrieval_pb2.UpsertResponse = self.admin.Upsert(
+            retrieval_pb2.UpsertRequest(ads=ads),
+            timeout=timeout_s or max(self.timeout_s, 60.0),
+            metadata=self._metadata,
+        )
+        return response
+
+    def reload(self) -> retrieval_pb2.ReloadResponse:
+        response: retrieval_pb2.ReloadResponse = self.admin.Reload(
+            retrieval_pb2.ReloadRequest(),
+            timeout=max(self.timeout_s, 120.0),
+            metadata=self._metadata,
+        )
+        return response
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout_s)

@@ -1,42 +1,65 @@
-"""Search one loaded artifact: approximate neighbours among eligible ads only.
+"""Search one loaded artifact: approximate neighbours among the ads eligible for this request.
 
-Eligibility (active status) is applied inside FAISS with an ``IDSelectorBitmap`` rather than by
-post-filtering, so paused ads never take a slot in the top k and never come back.
+Eligibility is applied inside FAISS with an ``IDSelectorBitmap``, never by post-filtering, so
+ineligible ads take no slot in the top k. The plan depends on how many ads the request's filter
+leaves (its selectivity), because a fixed nprobe loses recall under selective filters (the
+probed lists hold too few eligible ads; FAISS #4465):
+
+- ``exact``: when a filter leaves at most ``exact_max_rows`` ads, score them all (a
+  matrix-vector product over their embeddings). Recall 1 and cheaper than probing most lists.
+- ``ivf``: otherwise, probe ``nprobe / selectivity`` lists (selectivity = eligible share of the
+  ads the index would serve unfiltered), so the probed lists hold about as many eligible ads as
+  an unfiltered search sees; if fewer than k come back, widen 4x and retry, up to every list.
+
+Upserted ads (the delta) are always scored exactly and merged by score. ``max_per_advertiser``
+is applied greedily over a candidate list that is deepened until k survive or the eligible ads
+run out.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-from indexer.artifact import Artifact
+from indexer.artifact import AdMeta, Artifact
+from retrieval.eligibility import Overlay, RequestFilter, View, bitmap
 from retrieval.errors import DimensionMismatch, InvalidArgument
+from retrieval.targeting import TargetingIndex
 
 logger = logging.getLogger(__name__)
+
+# Measured crossover (benchmarks/filtered.py): below ~this many eligible rows an exact scan beats
+# widened IVF probing on 384-d vectors, at recall 1.
+DEFAULT_EXACT_MAX_ROWS = 20_000
+_NO_FILTER = RequestFilter()
 
 
 @dataclass(frozen=True)
 class Hits:
     """Search results for one query, best first."""
 
-    ids: np.ndarray  # (m,) int64 FAISS ids (row numbers of the artifact), m <= k
+    ids: np.ndarray  # (m,) int64 rows: < ntotal are artifact rows, ntotal + j is delta ad j
     scores: np.ndarray  # (m,) float32 inner products
-
-
-def _bitmap(mask: np.ndarray) -> np.ndarray:
-    # IDSelectorBitmap reads bit (i & 7) of byte i >> 3: little bit order.
-    return np.packbits(mask.astype(bool), bitorder="little")
+    plan: str  # "ivf" or "exact"
+    nprobe: int  # lists probed (0 for an exact plan)
+    view: View  # the eligibility view the search used (to resolve ids)
 
 
 class Searcher:
-    """Thread-safe search over one artifact (the index is only read; parameters are per call)."""
+    """Thread-safe search over one artifact; admin changes swap in a new eligibility view."""
 
-    def __init__(self, art: Artifact, *, max_k: int = 1000):
+    def __init__(
+        self, art: Artifact, *, max_k: int = 1000, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS
+    ):
         self.artifact = art
         self.max_k = max_k
+        self.exact_max_rows = exact_max_rows
         search = art.manifest["search"]
         self.default_nprobe = int(search["nprobe"])
         self.k_factor = int(search["k_factor"])
@@ -44,13 +67,10 @@ class Searcher:
         self.nlist = int(art.manifest["index"]["nlist"])
         self.ntotal = int(art.index.ntotal)
         self._has_refine = isinstance(faiss.downcast_index(art.index), faiss.IndexRefine)
-        active = np.fromiter(
-            (a.status == "active" for a in art.ads), dtype=bool, count=len(art.ads)
-        )
-        self.active_count = int(active.sum())
-        # The selector keeps a raw pointer into this array: it must live as long as the searcher.
-        self._active_bits = _bitmap(active)
-        self._active_sel = faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(self._active_bits))
+        self.targeting = TargetingIndex(art.ads)
+        self.overlay = Overlay(art)
+        self.admin_lock = threading.Lock()  # serialises admin changes, never taken by searches
+        self._view = self.overlay.view()
 
     @property
     def version(self) -> str:
@@ -59,6 +79,23 @@ class Searcher:
     @property
     def dimension(self) -> int:
         return self.artifact.dimension
+
+    @property
+    def view(self) -> View:
+        return self._view
+
+    @property
+    def active_count(self) -> int:
+        return self._view.active_count
+
+    def apply(self, change: Callable[[Overlay], None]) -> View:
+        """Run ``change`` on the overlay and publish the resulting view (caller holds admin_lock)."""
+        change(self.overlay)
+        self._view = self.overlay.view()  # one reference assignment: searches see all or nothing
+        return self._view
+
+    def meta(self, row: int, view: View) -> AdMeta:
+        return self.artifact.ads[row] if row < self.ntotal else view.delta.ads[row - self.ntotal]
 
     def check_query(self, user_embedding: np.ndarray) -> np.ndarray:
         """Validate and L2-normalise one query; returns shape (1, d) float32."""
@@ -82,6 +119,130 @@ class Searcher:
             )
         return x / norm
 
+    def _mask(self, view: View, flt: RequestFilter) -> np.ndarray:
+        """Artifact rows eligible for this request."""
+        if not flt.narrows:
+            return view.eligible
+        mask = (
+            view.eligible & self.targeting.admits(flt.context)
+            if any(flt.context)
+            else view.eligible.copy()
+        )
+        for ad_id in flt.exclude_ad_ids:
+            row = self.overlay.row_of.get(ad_id)
+            if row is not None:
+                mask[row] = False
+        for advertiser_id in flt.exclude_advertiser_ids:
+            mask[self.overlay.advertiser_rows(advertiser_id)] = False
+        return mask
+
+    def _delta_mask(self, view: View, flt: RequestFilter) -> np.ndarray:
+        delta = view.delta
+        if not flt.narrows or not delta.ads:
+            return delta.eligible
+        ok = [
+            e
+            and a.targeting.admits(*flt.context)
+            and a.ad_id not in flt.exclude_ad_ids
+            and a.advertiser_id not in flt.exclude_advertiser_ids
+            for e, a in zip(delta.eligible.tolist(), delta.ads, strict=True)
+        ]
+        return np.array(ok, dtype=bool)
+
+    def search(
+        self, user_embedding: np.ndarray, k: int, nprobe: int = 0, flt: RequestFilter = _NO_FILTER
+    ) -> Hits:
+        """Top-k ads eligible for this request.
+
+        Args:
+            user_embedding: shape (d,) or (1, d), any scale; it is normalised here.
+            k: candidates wanted, in [1, max_k].
+            nprobe: lists to probe for an unfiltered request, in [0, nlist]; 0 = the tuned default.
+            flt: user context, exclusions and the per-advertiser cap.
+
+        Returns:
+            k hits whenever at least k eligible ads exist (fewer only when they do not).
+        """
+        if not 1 <= k <= self.max_k:
+            raise InvalidArgument("k", f"must be in [1, {self.max_k}], got {k}")
+        if not 0 <= nprobe <= self.nlist:
+            raise InvalidArgument(
+                "nprobe", f"must be in [0, {self.nlist}] (0 = default), got {nprobe}"
+            )
+        xq = self.check_query(user_embedding)
+        view = self._view  # read once: the whole search sees one state
+        mask, delta_mask = self._mask(view, flt), self._delta_mask(view, flt)
+        m_main = view.main_count if mask is view.eligible else int(mask.sum())
+        m_total = m_main + int(delta_mask.sum())
+        nprobe = nprobe or self.default_nprobe
+        fetch = min(k, m_total) if not flt.max_per_advertiser else min(m_total, k * 4)
+        while True:
+            ids, scores, plan, used = self._search_main(xq, fetch, nprobe, mask, m_main, view)
+            ids, scores = self._merge_delta(xq, ids, scores, fetch, view, delta_mask)
+            if flt.max_per_advertiser:
+                ids, scores = self._cap(ids, scores, k, flt.max_per_advertiser, view)
+            if len(ids) >= k or fetch >= m_total:
+                return Hits(ids=ids[:k], scores=scores[:k], plan=plan, nprobe=used, view=view)
+            fetch = min(m_total, fetch * 4)  # the cap discarded too many: look deeper
+
+    def _search_main(
+        self, xq: np.ndarray, k: int, nprobe: int, mask: np.ndarray, m: int, view: View
+    ) -> tuple[np.ndarray, np.ndarray, str, int]:
+        k = min(k, m)
+        if k == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), "exact", 0
+        if mask is not view.eligible and m <= self.exact_max_rows:
+            rows = np.flatnonzero(mask)
+            scores = np.asarray(self.artifact.embeddings[rows] @ xq[0], dtype=np.float32)
+            top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return rows[top].astype(np.int64), scores[top], "exact", 0
+        if mask is view.eligible:
+            selector, bits = view.selector, None
+        else:
+            bits = bitmap(mask)  # the selector points into bits: keep it referenced until done
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+            nprobe = min(self.nlist, math.ceil(nprobe * view.main_count / max(m, 1)))
+        while True:
+            D, I = self.artifact.index.search(xq, k, params=self._params(nprobe, k, selector))
+            keep = I[0] >= 0  # FAISS pads with -1 when fewer than k eligible ads were reached
+            if keep.sum() >= k or nprobe >= self.nlist:
+                del bits
+                return I[0][keep], D[0][keep], "ivf", nprobe
+            nprobe = min(self.nlist, nprobe * 4)
+
+    def _merge_delta(
+        self,
+        xq: np.ndarray,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        view: View,
+        delta_mask: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not delta_mask.any():
+            return ids, scores
+        rows = np.flatnonzero(delta_mask)
+        delta_scores = view.delta.xb[rows] @ xq[0]
+        all_ids = np.concatenate([ids, rows.astype(np.int64) + self.ntotal])
+        all_scores = np.concatenate([scores, delta_scores.astype(np.float32)])
+        order = np.argsort(-all_scores, kind="stable")[:k]
+        return all_ids[order], all_scores[order]
+
+    def _cap(
+        self, ids: np.ndarray, scores: np.ndarray, k: int, cap: int, view: View
+    ) -> tuple[np.ndarray, np.ndarray]:
+        counts: dict[str, int] = {}
+        keep = []
+        for j, row in enumerate(ids.tolist()):
+            advertiser = self.meta(row, view).advertiser_id
+            if counts.get(advertiser, 0) < cap:
+                counts[advertiser] = counts.get(advertiser, 0) + 1
+                keep.append(j)
+                if len(keep) == k:
+                    break
+        return ids[keep], scores[keep]
+
     def _params(self, nprobe: int, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
         # Keyword arguments, not attribute assignment: FAISS's Python wrapper then keeps the
         # nested objects alive (the C++ structs hold raw pointers). Its type stubs lack them.
@@ -91,27 +252,3 @@ class Searcher:
         return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
             k_factor=max(float(self.k_factor), self.min_rerank / k), base_index_params=ivf, sel=sel
         )
-
-    def search(self, user_embedding: np.ndarray, k: int, nprobe: int = 0) -> Hits:
-        """Top-k eligible ads for one user embedding.
-
-        Args:
-            user_embedding: shape (d,) or (1, d), any scale; it is normalised here.
-            k: candidates wanted, in [1, max_k].
-            nprobe: lists to probe, in [0, nlist]; 0 means the artifact's default.
-
-        Returns:
-            At most k hits (fewer only when fewer eligible ads are reachable).
-        """
-        if not 1 <= k <= self.max_k:
-            raise InvalidArgument("k", f"must be in [1, {self.max_k}], got {k}")
-        if not 0 <= nprobe <= self.nlist:
-            raise InvalidArgument(
-                "nprobe", f"must be in [0, {self.nlist}] (0 = default), got {nprobe}"
-            )
-        xq = self.check_query(user_embedding)
-        k = min(k, self.ntotal)
-        params = self._params(nprobe or self.default_nprobe, k, self._active_sel)
-        D, I = self.artifact.index.search(xq, k, params=params)
-        keep = I[0] >= 0  # FAISS pads with -1 when fewer than k eligible ids were reached
-        return Hits(ids=I[0][keep], scores=D[0][keep])

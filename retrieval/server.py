@@ -7,6 +7,7 @@ thread here: extra OpenMP threads would only fight the gRPC workers for the two 
 
 from __future__ import annotations
 
+import hmac
 import logging
 import signal
 import threading
@@ -21,8 +22,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from indexer.artifact import ArtifactError, resolve
+from indexer.artifact import MANIFEST, ArtifactError, resolve
+from indexer.embedding import Embedder
+from retrieval.admin import AdminService
 from retrieval.errors import RetrievalError
+from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.service import RetrievalService
 from retrieval.state import SERVICE_NAME, IndexState
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
@@ -45,6 +49,11 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20  # a 384-d request is ~1.6 KB; 1 MiB leaves room for batches
     index_poll_s: float = 2.0  # while no index exists yet, look for one this often
     grace_s: float = 5.0
+    admin_token: str | None = None  # when set, AdminService calls must carry it as a bearer token
+    exact_max_rows: int = (
+        DEFAULT_EXACT_MAX_ROWS  # filters leaving at most this many ads scan exactly
+    )
+    model: Path | None = None  # model for embedding upserted text (default: the index's own)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -66,6 +75,40 @@ if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not
 else:
     _Interceptor = grpc.ServerInterceptor
     _Handler = grpc.RpcMethodHandler
+
+
+ADMIN_PREFIX = "/retrieval.v1.AdminService/"
+
+
+class AdminAuthInterceptor(_Interceptor):
+    """AdminService calls need ``authorization: Bearer <token>`` when a token is configured."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        if not details.method.startswith(ADMIN_PREFIX):
+            return continuation(details)
+        given = dict(details.invocation_metadata or ()).get("authorization")
+        if given is None:
+            return _deny(
+                grpc.StatusCode.UNAUTHENTICATED, "admin calls need 'authorization: Bearer <token>'"
+            )
+        supplied = given.encode() if isinstance(given, str) else given
+        if not hmac.compare_digest(supplied, self._expected):
+            return _deny(grpc.StatusCode.PERMISSION_DENIED, "wrong admin token")
+        return continuation(details)
+
+
+def _deny(code: grpc.StatusCode, message: str) -> _Handler:
+    def abort(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
 
 
 class ErrorInterceptor(_Interceptor):
@@ -113,28 +156,40 @@ class RunningServer:
         self.server.stop(grace_s).wait()
 
 
-def create_server(config: ServerConfig) -> RunningServer:
+def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> RunningServer:
     """Build and start a server; load ``config.index`` if it already holds a version.
+
+    Args:
+        config: how to listen and what to serve.
+        embedder: embeds upserted ad text (default: loaded on first use from ``config.model``
+            or the installed all-MiniLM-L6-v2).
 
     Returns:
         The running server and the port it is bound to (useful with port 0).
     """
     faiss.omp_set_num_threads(config.omp_threads)
+    interceptors: list[_Interceptor] = [ErrorInterceptor()]
+    if config.admin_token:
+        interceptors.insert(0, AdminAuthInterceptor(config.admin_token))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="retrieve"),
-        interceptors=[ErrorInterceptor()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),  # two servers must never share a port by accident
         ],
     )
     health_servicer = health.HealthServicer()
-    state = IndexState(health_servicer, max_k=config.max_k)
+    state = IndexState(health_servicer, max_k=config.max_k, exact_max_rows=config.exact_max_rows)
+    root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
+    admin = AdminService(state, root, embedder=embedder, model=config.model)
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(RetrievalService(state), server)  # type: ignore[no-untyped-call]
+    retrieval_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name,
+            retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),

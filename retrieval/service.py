@@ -8,6 +8,7 @@ import logging
 import grpc
 import numpy as np
 
+from retrieval.eligibility import RequestFilter
 from retrieval.state import IndexState
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
@@ -22,12 +23,19 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
     ) -> retrieval_pb2.RetrieveResponse:
         searcher = self._state.current()  # one searcher for the whole call, even across a swap
+        flt = RequestFilter(
+            country=request.context.country,
+            locale=request.context.locale,
+            device=request.context.device,
+            exclude_ad_ids=frozenset(request.exclude_ad_ids),
+            exclude_advertiser_ids=frozenset(request.exclude_advertiser_ids),
+            max_per_advertiser=request.max_per_advertiser,
+        )
         xq = np.asarray(request.user_embedding, dtype=np.float32)
-        hits = searcher.search(xq, request.k, request.nprobe)
-        ads = searcher.artifact.ads
+        hits = searcher.search(xq, request.k, request.nprobe, flt)
         candidates = []
-        for i, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
-            ad = ads[i]
+        for row, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
+            ad = searcher.meta(row, hits.view)
             candidates.append(
                 retrieval_pb2.Candidate(
                     ad_id=ad.ad_id,
@@ -39,7 +47,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         return retrieval_pb2.RetrieveResponse(
             candidates=candidates,
             index_version=searcher.version,
-            nprobe=request.nprobe or searcher.default_nprobe,
+            nprobe=hits.nprobe,
+            plan=hits.plan,
         )
 
     def GetIndexInfo(
@@ -47,6 +56,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> retrieval_pb2.IndexInfo:
         searcher = self._state.current()
         m = searcher.artifact.manifest
+        view = searcher.view
         return retrieval_pb2.IndexInfo(
             index_version=searcher.version,
             created_at=m["created_at"],
@@ -54,9 +64,9 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             metric=m["metric"],
             index_factory=m["index"]["factory"],
             model=m["model"]["name"],
-            ad_count=searcher.ntotal,
-            active_count=searcher.active_count,
-            paused_count=searcher.ntotal - searcher.active_count,
+            ad_count=view.ad_count,
+            active_count=view.active_count,
+            paused_count=view.ad_count - view.active_count,
             default_nprobe=searcher.default_nprobe,
             max_k=searcher.max_k,
             manifest_json=json.dumps(m, sort_keys=True),

@@ -7,14 +7,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("user_embedding", "k", "nprobe")
+    __slots__ = ("user_embedding", "k", "nprobe", "context", "exclude_ad_ids", "exclude_advertiser_ids", "max_per_advertiser")
     USER_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_AD_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ADVERTISER_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PER_ADVERTISER_FIELD_NUMBER: _ClassVar[int]
     user_embedding: _containers.RepeatedScalarFieldContainer[float]
     k: int
     nprobe: int
-    def __init__(self, user_embedding: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ...) -> None: ...
+    context: UserContext
+    exclude_ad_ids: _containers.RepeatedScalarFieldContainer[str]
+    exclude_advertiser_ids: _containers.RepeatedScalarFieldContainer[str]
+    max_per_advertiser: int
+    def __init__(self, user_embedding: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., context: _Optional[_Union[UserContext, _Mapping]] = ..., exclude_ad_ids: _Optional[_Iterable[str]] = ..., exclude_advertiser_ids: _Optional[_Iterable[str]] = ..., max_per_advertiser: _Optional[int] = ...) -> None: ...
+
+class UserContext(_message.Message):
+    __slots__ = ("country", "locale", "device")
+    COUNTRY_FIELD_NUMBER: _ClassVar[int]
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    country: str
+    locale: str
+    device: str
+    def __init__(self, country: _Optional[str] = ..., locale: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("ad_id", "advertiser_id", "campaign_id", "score")
@@ -29,14 +47,16 @@ class Candidate(_message.Message):
     def __init__(self, ad_id: _Optional[str] = ..., advertiser_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
-    __slots__ = ("candidates", "index_version", "nprobe")
+    __slots__ = ("candidates", "index_version", "nprobe", "plan")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     index_version: str
     nprobe: int
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., index_version: _Optional[str] = ..., nprobe: _Optional[int] = ...) -> None: ...
+    plan: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., index_version: _Optional[str] = ..., nprobe: _Optional[int] = ..., plan: _Optional[str] = ...) -> None: ...
 
 class GetIndexInfoRequest(_message.Message):
     __slots__ = ()
@@ -69,3 +89,91 @@ class IndexInfo(_message.Message):
     max_k: int
     manifest_json: str
     def __init__(self, index_version: _Optional[str] = ..., created_at: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[str] = ..., index_factory: _Optional[str] = ..., model: _Optional[str] = ..., ad_count: _Optional[int] = ..., active_count: _Optional[int] = ..., paused_count: _Optional[int] = ..., default_nprobe: _Optional[int] = ..., max_k: _Optional[int] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+
+class EligibilityRequest(_message.Message):
+    __slots__ = ("ad_ids", "campaign_ids", "advertiser_ids")
+    AD_IDS_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISER_IDS_FIELD_NUMBER: _ClassVar[int]
+    ad_ids: _containers.RepeatedScalarFieldContainer[str]
+    campaign_ids: _containers.RepeatedScalarFieldContainer[str]
+    advertiser_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., campaign_ids: _Optional[_Iterable[str]] = ..., advertiser_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EligibilityResponse(_message.Message):
+    __slots__ = ("ads_changed", "sequence", "index_version")
+    ADS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ads_changed: int
+    sequence: int
+    index_version: str
+    def __init__(self, ads_changed: _Optional[int] = ..., sequence: _Optional[int] = ..., index_version: _Optional[str] = ...) -> None: ...
+
+class Targeting(_message.Message):
+    __slots__ = ("countries", "locales", "devices")
+    COUNTRIES_FIELD_NUMBER: _ClassVar[int]
+    LOCALES_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    countries: _containers.RepeatedScalarFieldContainer[str]
+    locales: _containers.RepeatedScalarFieldContainer[str]
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, countries: _Optional[_Iterable[str]] = ..., locales: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Ad(_message.Message):
+    __slots__ = ("ad_id", "advertiser_id", "campaign_id", "title", "description", "creative_text", "targeting", "status", "embedding")
+    AD_ID_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISER_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATIVE_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TARGETING_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    ad_id: str
+    advertiser_id: str
+    campaign_id: str
+    title: str
+    description: str
+    creative_text: str
+    targeting: Targeting
+    status: str
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, ad_id: _Optional[str] = ..., advertiser_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., creative_text: _Optional[str] = ..., targeting: _Optional[_Union[Targeting, _Mapping]] = ..., status: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("ads",)
+    ADS_FIELD_NUMBER: _ClassVar[int]
+    ads: _containers.RepeatedCompositeFieldContainer[Ad]
+    def __init__(self, ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("inserted", "updated", "sequence", "index_version")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    updated: int
+    sequence: int
+    index_version: str
+    def __init__(self, inserted: _Optional[int] = ..., updated: _Optional[int] = ..., sequence: _Optional[int] = ..., index_version: _Optional[str] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("ad_ids",)
+    AD_IDS_FIELD_NUMBER: _ClassVar[int]
+    ad_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("index_version", "changed")
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    index_version: str
+    changed: bool
+    def __init__(self, index_version: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...

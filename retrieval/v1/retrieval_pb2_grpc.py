@@ -140,3 +140,265 @@ class RetrievalService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminServiceStub:
+    """State-changing calls, kept apart from RetrievalService so they can be locked down (a bearer
+    token in the `authorization` metadata when the server is started with one). Every call that
+    returns OK has been appended to a durable log (fsynced) and applies to every Retrieve that
+    starts after it returned.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Pause = channel.unary_unary(
+                '/retrieval.v1.AdminService/Pause',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/retrieval.v1.AdminService/Resume',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.FromString,
+                _registered_method=True)
+        self.Upsert = channel.unary_unary(
+                '/retrieval.v1.AdminService/Upsert',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.UpsertResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/retrieval.v1.AdminService/Delete',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.FromString,
+                _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/retrieval.v1.AdminService/Reload',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """State-changing calls, kept apart from RetrievalService so they can be locked down (a bearer
+    token in the `authorization` metadata when the server is started with one). Every call that
+    returns OK has been appended to a durable log (fsynced) and applies to every Retrieve that
+    starts after it returned.
+    """
+
+    def Pause(self, request, context):
+        """Stop serving ads: by ad, campaign or advertiser (any combination; ids must exist).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Serve them again (ads whose catalog status is paused stay paused unless named by ad id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Upsert(self, request, context):
+        """Add new ads or replace existing ones (text, targeting, status); the server embeds text
+        with the index's own model unless an embedding is given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Remove ads for good (until a catalog that still lists them is rebuilt and upserted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reload(self, request, context):
+        """Load the newest published version now instead of waiting for the watcher.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Pause': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pause,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.SerializeToString,
+            ),
+            'Upsert': grpc.unary_unary_rpc_method_handler(
+                    servicer.Upsert,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.UpsertRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.UpsertResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.DeleteRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'retrieval.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('retrieval.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """State-changing calls, kept apart from RetrievalService so they can be locked down (a bearer
+    token in the `authorization` metadata when the server is started with one). Every call that
+    returns OK has been appended to a durable log (fsynced) and applies to every Retrieve that
+    starts after it returned.
+    """
+
+    @staticmethod
+    def Pause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.AdminService/Pause',
+            retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.AdminService/Resume',
+            retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Upsert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.AdminService/Upsert',
+            retrieval_dot_v1_dot_retrieval__pb2.UpsertRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.UpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.AdminService/Delete',
+            retrieval_dot_v1_dot_retrieval__pb2.DeleteRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.EligibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.AdminService/Reload',
+            retrieval_dot_v1_dot_retrieval__pb2.ReloadRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
