@@ -1,0 +1,94 @@
+"""What one benchmark run measures (``BenchConfig``) and the per-dataset presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SYSTEMS = ("faiss-flat", "adindex", "faiss-ivf", "adindex-grpc", "hnswlib", "lancedb")
+DATASETS = ("calibrated-1m", "calibrated-100k", "calibrated", "fashion-mnist", "sample", "esci")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One ``python -m benchmarks.recall_latency`` run (faiss ``bench_fw``-style)."""
+
+    dataset: str
+    nb: int = 100_000  # synthetic sets; "sample": ads
+    nq: int = 1_000  # queries generated (synthetic) or users (sample)
+    d: int = 384
+    seed: int = 1338
+    k: int = 100
+    nq_eval: int = 1_000  # first nq_eval queries: recall, latency and QPS are measured on them
+    warmup: int = 100
+    repeats: int = 2  # timed passes over the nq_eval queries
+    qps_threads: int = 2
+    systems: tuple[str, ...] = SYSTEMS
+    factory: str | None = None  # adindex index; None: indexer.params chooses
+    nprobes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    ef_search: tuple[int, ...] = (100, 128, 192, 256, 384, 512)
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_max_build_min: float = 40.0
+    lance_nprobes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    lance_refine: tuple[int, ...] = (0, 10)  # 0: no refine stage
+    lance_partitions: int | None = None  # None: sqrt(nb)
+    stats: bool = True
+    stats_nlist: int | None = None  # None: nb / 53 (the real measurement's list density)
+    stats_train_points: int | None = None
+    stats_niter: int = 20
+    filter_selectivities: tuple[float, ...] = ()
+    out: Path = RESULTS_DIR
+    workdir: Path | None = None  # None: a temporary directory, removed afterwards
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}; got {self.dataset!r}")
+        unknown = set(self.systems) - set(SYSTEMS)
+        if unknown:
+            raise ValueError(f"unknown systems {sorted(unknown)}; choose from {SYSTEMS}")
+        if {"faiss-ivf", "adindex-grpc"} & set(self.systems) and "adindex" not in self.systems:
+            raise ValueError("faiss-ivf and adindex-grpc search adindex's artifact: add adindex")
+        for name in ("nb", "nq", "k", "nq_eval", "repeats", "qps_threads", "hnsw_m"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0; got {self.warmup}")
+
+    @property
+    def name(self) -> str:
+        """Results folder name."""
+        if self.dataset == "calibrated":
+            return f"calibrated-{self.nb}x{self.d}"
+        return self.dataset
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["out"], out["workdir"] = str(self.out), str(self.workdir) if self.workdir else None
+        return out
+
+
+# Per dataset: defaults that command-line flags override.
+PRESETS: dict[str, dict[str, Any]] = {
+    "calibrated-1m": {
+        "nb": 1_000_000,
+        "nq": 10_000,
+        # Trains on 262,144 vectors: IVF4096 would train k-means on all 1M (about 16x the work)
+        # and cannot meet the 3-minute build on two cores; ~1,000 vectors per list.
+        "factory": "IVF1024,PQ96x4fs,RFlat",
+        "nprobes": (8, 16, 24, 32, 48, 64, 96, 128, 192),
+        "ef_search": (100, 128, 192, 256, 384, 512, 768),
+        "lance_nprobes": (10, 20, 40, 80, 160),
+        "stats_nlist": 4096,
+        "stats_train_points": 4096 * 39,
+        "stats_niter": 10,
+    },
+    "calibrated-100k": {"nb": 100_000, "nq": 10_000},
+    "sample": {"nb": 5_000, "nq": 1_000},
+    "esci": {},
+    "fashion-mnist": {"d": 784, "nq_eval": 1_000},
+    "calibrated": {},
+}

@@ -1,0 +1,354 @@
+"""The systems under test that run on FAISS: exact search, adindex (in-process and over gRPC) and
+raw FAISS at adindex's parameters.
+
+adindex is always measured through its real code path: the vectors are written as a Parquet
+catalog carrying precomputed embeddings, ``indexer.build.build`` turns it into a published
+artifact (in a child process, so its wall time and peak memory are its own), and
+``retrieval.searcher.Searcher`` or a real ``retrieval.server`` answers the queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import resource
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.core import SearchOne, concurrent_qps, dir_bytes, rss_mb
+from benchmarks.datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+Metric = Literal["ip", "l2"]
+
+
+@dataclass(frozen=True)
+class Built:
+    """What building (or loading) a system cost."""
+
+    build_s: float
+    index_bytes: int
+    rss_mb: float  # process RSS growth from building/loading it (or a server's whole RSS)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Row-normalised float32 copy (zero rows stay zero)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out: np.ndarray = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return out
+
+
+class System(ABC):
+    """One system under test: build once, then search at several operating points."""
+
+    name: str = ""
+    truth: Metric = "ip"  # the exact neighbours its recall is measured against
+
+    def __init__(self) -> None:
+        self.built = Built(0.0, 0, 0.0)
+
+    @abstractmethod
+    def build(self, ds: Dataset, workdir: Path) -> Built:
+        """Build or load the index over ``ds.xb``; sets and returns ``self.built``."""
+
+    @abstractmethod
+    def index_key(self) -> str:
+        """The index described as a factory string (or the closest equivalent)."""
+
+    @abstractmethod
+    def points(self) -> list[dict[str, Any]]:
+        """The search parameters to sweep, one dict per operating point."""
+
+    @abstractmethod
+    def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
+        """A function running query row i of xq at this point and returning ids, best first."""
+
+    def threads(self) -> dict[str, Any]:
+        return {"single": 1, "qps": 2}
+
+    def qps(self, point: dict[str, Any], xq: np.ndarray, k: int, threads: int) -> float:
+        """Throughput with ``threads`` workers over all rows of xq (default: concurrent callers)."""
+        return concurrent_qps(self.searcher(point, xq, k), len(xq), threads=threads)
+
+    def close(self) -> None:  # noqa: B027  (most systems hold nothing to release)
+        """Release the index (and any server)."""
+
+
+def _faiss_batch_qps(index: faiss.Index, xq: np.ndarray, k: int, threads: int, **kw: Any) -> float:
+    faiss.omp_set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        index.search(xq, k, **kw)
+        return len(xq) / (time.perf_counter() - t0)
+    finally:
+        faiss.omp_set_num_threads(1)
+
+
+class ExactFaiss(System):
+    """Brute force: ``IndexFlatIP`` (``IndexFlatL2`` for an L2 dataset). Recall 1 by definition."""
+
+    name = "faiss-flat"
+
+    def __init__(self, metric: Metric) -> None:
+        super().__init__()
+        self.truth = metric
+        self.index: faiss.Index | None = None
+
+    def build(self, ds: Dataset, workdir: Path) -> Built:
+        rss0 = rss_mb()
+        t0 = time.perf_counter()
+        index: faiss.Index = (
+            faiss.IndexFlatIP(ds.d) if self.truth == "ip" else faiss.IndexFlatL2(ds.d)
+        )
+        index.add(ds.xb if self.truth == "l2" else unit_rows(ds.xb))
+        self.index = index
+        nbytes = ds.nb * ds.d * 4
+        self.built = Built(time.perf_counter() - t0, nbytes, rss_mb() - rss0)
+        return self.built
+
+    def index_key(self) -> str:
+        return "Flat"
+
+    def points(self) -> list[dict[str, Any]]:
+        return [{}]
+
+    def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
+        index = self.index
+        assert index is not None, "build() first"
+
+        def one(i: int) -> np.ndarray:
+            _, I = index.search(xq[i : i + 1], k)
+            ids: np.ndarray = I[0]
+            return ids
+
+        return one
+
+    def qps(self, point: dict[str, Any], xq: np.ndarray, k: int, threads: int) -> float:
+        assert self.index is not None, "build() first"
+        return _faiss_batch_qps(self.index, xq, k, threads)
+
+    def close(self) -> None:
+        self.index = None
+
+
+def exact_neighbours(xb: np.ndarray, xq: np.ndarray, k: int, metric: Metric) -> np.ndarray:
+    """Ground truth: exact top-k ids by inner product of unit rows ("ip") or by L2; (nq, k)."""
+    faiss.omp_set_num_threads(2)
+    try:
+        if metric == "ip":
+            flat_ip = faiss.IndexFlatIP(xb.shape[1])
+            flat_ip.add(unit_rows(xb))
+            _, I = flat_ip.search(unit_rows(xq), k)
+        else:
+            flat_l2 = faiss.IndexFlatL2(xb.shape[1])
+            flat_l2.add(np.ascontiguousarray(xb, dtype=np.float32))
+            _, I = flat_l2.search(np.ascontiguousarray(xq, dtype=np.float32), k)
+    finally:
+        faiss.omp_set_num_threads(1)
+    out: np.ndarray = I
+    return out
+
+
+def write_vector_catalog(path: Path, xb: np.ndarray) -> None:
+    """A Parquet ad catalog whose rows carry precomputed embeddings; ad_id of row i is "i"."""
+    n, d = xb.shape
+    ids = pa.array([str(i) for i in range(n)], type=pa.string())
+    table = pa.table(
+        {
+            "ad_id": ids,
+            "advertiser_id": pa.array([f"adv-{i % 1000}" for i in range(n)], type=pa.string()),
+            "campaign_id": pa.array([f"cmp-{i % 5000}" for i in range(n)], type=pa.string()),
+            "status": pa.array(["active"] * n, type=pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(xb, dtype=np.float32).reshape(-1)), d
+            ),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def _build_child(kwargs: dict[str, Any], conn: Connection) -> None:
+    """Child process: indexer.build over a catalog; sends the version dir and its own peak RSS."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s build %(levelname)s %(message)s")
+    try:
+        import indexer  # noqa: F401  (OpenMP environment before FAISS loads)
+        from indexer.build import BuildConfig, build
+
+        t0 = time.perf_counter()
+        result = build(BuildConfig(**kwargs))
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send({"version_dir": str(result.version_dir), "wall_s": time.perf_counter() - t0,
+                   "peak_rss_mb": peak_mb})  # fmt: skip
+    except Exception as exc:  # reported to the parent, which raises
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
+def build_artifact(
+    catalog: Path, out: Path, *, factory: str | None, threads: int
+) -> dict[str, Any]:
+    """Run ``indexer.build.build`` in a spawned child; returns version_dir, wall_s, peak_rss_mb."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    kwargs = {"catalog": catalog, "out": out, "index_factory": factory, "threads": threads}
+    proc = ctx.Process(target=_build_child, args=(kwargs, child), name="adindex-build")
+    proc.start()
+    child.close()
+    try:
+        msg: dict[str, Any] = parent.recv()
+    except EOFError:
+        msg = {"error": "the build process died without a word"}
+    proc.join()
+    if "error" in msg:
+        raise RuntimeError(f"adindex build failed (exit {proc.exitcode}): {msg['error']}")
+    return msg
+
+
+class AdindexInProcess(System):
+    """adindex's ``Searcher`` over a published artifact, in this process, one query at a time."""
+
+    name = "adindex"
+
+    def __init__(self, factory: str | None, nprobes: tuple[int, ...], *, build_threads: int = 2):
+        super().__init__()
+        self.factory = factory
+        self.nprobes = nprobes
+        self.build_threads = build_threads
+        self.version_dir: Path | None = None
+        self.searcher_obj: Any = None
+        self.manifest: dict[str, Any] = {}
+
+    def build(self, ds: Dataset, workdir: Path) -> Built:
+        catalog = workdir / "catalog.parquet"
+        t0 = time.perf_counter()
+        write_vector_catalog(catalog, ds.xb)
+        catalog_s = time.perf_counter() - t0
+        logger.info("Wrote %s (%d rows) in %.1f s", catalog, ds.nb, catalog_s)
+        info = build_artifact(
+            catalog, workdir / "index", factory=self.factory, threads=self.build_threads
+        )
+        self.version_dir = Path(info["version_dir"])
+        from indexer.artifact import INDEX_FILE, load
+        from retrieval.searcher import Searcher
+
+        rss0 = rss_mb()
+        t1 = time.perf_counter()
+        art = load(self.version_dir)
+        self.searcher_obj = Searcher(art)
+        load_s = time.perf_counter() - t1
+        self.manifest = art.manifest
+        faiss.omp_set_num_threads(1)  # as the server runs it: one OpenMP thread per search
+        self.built = Built(
+            build_s=info["wall_s"],
+            index_bytes=(self.version_dir / INDEX_FILE).stat().st_size,
+            rss_mb=rss_mb() - rss0,
+            extra={
+                "catalog_write_s": round(catalog_s, 2),
+                "build_peak_rss_mb": round(info["peak_rss_mb"], 1),
+                "build_stages_s": art.manifest.get("build", {}).get("seconds", {}),
+                "load_s": round(load_s, 2),
+                "artifact_bytes": dir_bytes(self.version_dir),
+                "default_nprobe": int(art.manifest["search"]["nprobe"]),
+                "k_factor": art.manifest["search"].get("k_factor"),
+            },
+        )
+        return self.built
+
+    @property
+    def nlist(self) -> int:
+        return int(self.manifest["index"]["nlist"])
+
+    @property
+    def default_nprobe(self) -> int:
+        return int(self.manifest["search"]["nprobe"])
+
+    def index_key(self) -> str:
+        return str(self.manifest["index"]["factory"])
+
+    def points(self) -> list[dict[str, Any]]:
+        nprobes = sorted({p for p in self.nprobes if p <= self.nlist} | {self.default_nprobe})
+        return [{"nprobe": p, "default": p == self.default_nprobe} for p in nprobes]
+
+    def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
+        s, nprobe = self.searcher_obj, int(point["nprobe"])
+
+        def one(i: int) -> np.ndarray:
+            ids: np.ndarray = s.search(xq[i], k, nprobe=nprobe).ids
+            return ids
+
+        return one
+
+    def close(self) -> None:
+        self.searcher_obj = None
+
+
+class RawFaiss(System):
+    """The very index adindex published, searched by FAISS directly at the same parameters
+    (``SearchParametersIVF`` inside ``IndexRefineSearchParameters``, same k_factor): the
+    floor that adindex's own overhead is measured against."""
+
+    name = "faiss-ivf"
+
+    def __init__(self, adindex: AdindexInProcess) -> None:
+        super().__init__()
+        self.adindex = adindex
+
+    def build(self, ds: Dataset, workdir: Path) -> Built:
+        stages = self.adindex.built.extra.get("build_stages_s", {})
+        train_add = next(
+            (v for key, v in stages.items() if "rain" in key), self.adindex.built.build_s
+        )
+        self.built = Built(
+            build_s=float(train_add),
+            index_bytes=self.adindex.built.index_bytes,
+            rss_mb=self.adindex.built.rss_mb,
+            extra={
+                "shares_index_with": "adindex",
+                "build_s_is": "train + add stage of the adindex build",
+            },
+        )
+        return self.built
+
+    def index_key(self) -> str:
+        return self.adindex.index_key()
+
+    def points(self) -> list[dict[str, Any]]:
+        return self.adindex.points()
+
+    def _params(self, nprobe: int, k: int) -> tuple[faiss.Index, faiss.SearchParameters]:
+        index = self.adindex.searcher_obj.artifact.index
+        ivf = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
+        if not isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+            return index, ivf
+        search = self.adindex.manifest["search"]
+        k_factor = max(float(search["k_factor"]), float(search.get("min_rerank", 0)) / k)
+        params = faiss.IndexRefineSearchParameters(k_factor=k_factor, base_index_params=ivf)  # type: ignore[call-arg]
+        return index, params
+
+    def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
+        index, params = self._params(int(point["nprobe"]), k)
+        xqn = unit_rows(xq)
+
+        def one(i: int) -> np.ndarray:
+            _, I = index.search(xqn[i : i + 1], k, params=params)
+            ids: np.ndarray = I[0]
+            return ids
+
+        return one
+
+    def qps(self, point: dict[str, Any], xq: np.ndarray, k: int, threads: int) -> float:
+        index, params = self._params(int(point["nprobe"]), k)
+        return _faiss_batch_qps(index, unit_rows(xq), k, threads, params=params)

@@ -1,0 +1,299 @@
+"""Systems under test beyond in-process FAISS: adindex over gRPC, hnswlib and LanceDB."""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from benchmarks.core import SearchOne, dir_bytes, rss_mb
+from benchmarks.datasets import Dataset
+from benchmarks.systems import AdindexInProcess, Built, Metric, System
+
+logger = logging.getLogger(__name__)
+
+# Lance logs every k-means iteration with empty clusters at WARN on small data; errors only.
+os.environ.setdefault("LANCE_LOG", "error")
+
+
+def _serve_child(index: str, conn: Connection, stop: Event) -> None:
+    """Child process: the real server (retrieval.server.create_server) on 127.0.0.1, port 0."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s server %(levelname)s %(message)s"
+    )
+    try:
+        from retrieval.server import ServerConfig, create_server
+
+        running = create_server(ServerConfig(host="127.0.0.1", port=0, index=Path(index)))
+        conn.send({"port": running.port, "loaded": running.state.loaded})
+    except Exception as exc:
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    stop.wait()
+    running.stop(0)
+
+
+class AdindexGrpc(System):
+    """The real gRPC server in its own process over adindex's artifact; one call at a time
+    through ``retrieval.client.RetrievalClient``."""
+
+    name = "adindex-grpc"
+
+    def __init__(self, adindex: AdindexInProcess) -> None:
+        super().__init__()
+        self.adindex = adindex
+        self._ctx = mp.get_context("spawn")
+        self._stop = self._ctx.Event()
+        self._proc: Any = None
+        self.client: Any = None
+
+    def build(self, ds: Dataset, workdir: Path) -> Built:
+        from retrieval.client import RetrievalClient
+
+        assert self.adindex.version_dir is not None, "build adindex first"
+        parent, child = self._ctx.Pipe(duplex=False)
+        t0 = time.perf_counter()
+        self._proc = self._ctx.Process(
+            target=_serve_child, args=(str(self.adindex.version_dir), child, self._stop)
+        )
+        self._proc.start()
+        child.close()
+        msg: dict[str, Any] = parent.recv()
+        if "error" in msg or not msg.get("loaded"):
+            self.close()
+            raise RuntimeError(f"gRPC server did not start with the index: {msg}")
+        self.client = RetrievalClient(f"127.0.0.1:{msg['port']}", timeout_s=30.0)
+        self.client.wait_ready()
+        start_s = time.perf_counter() - t0
+        self.built = Built(
+            build_s=self.adindex.built.build_s,
+            index_bytes=self.adindex.built.index_bytes,
+            rss_mb=rss_mb(self._proc.pid),
+            extra={"server_start_s": round(start_s, 2), "rss_is": "whole server process",
+                   "server": "retrieval.server.create_server, 4 workers, 1 OpenMP thread"},
+        )  # fmt: skip
+        return self.built
+
+    def index_key(self) -> str:
+        return self.adindex.index_key()
+
+    def points(self) -> list[dict[str, Any]]:
+        return self.adindex.points()
+
+    def threads(self) -> dict[str, Any]:
+        return {"single": "1 client call; server: 4 gRPC workers, 1 OpenMP thread", "qps": 2}
+
+    def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
+        client, nprobe = self.client, int(point["nprobe"])
+        rows = [q.tolist() for q in xq]  # what a caller holds: a list of floats
+
+        def one(i: int) -> np.ndarray:
+            response = client.retrieve(rows[i], k=k, nprobe=nprobe)
+            return np.fromiter((int(c.ad_id) for c in response.candidates), dtype=np.int64)
+
+        return one
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self._proc is not None:
+            self._stop.set()
+            self._proc.join(timeout=30)
+            if self._proc.is_alive():
+                self._proc.terminate()
+            self._proc = None
+
+
+class Hnsw(System):
+    """hnswlib (``M`` links, ``ef_construction``), swept over efSearch."""
+
+    name = "hnswlib"
+
+    def __init__(
+        self,
+        metric: Metric,
+        ef_search: tuple[int, ...],
+        *,
+        m: int = 32,
+        ef_construction: int = 200,
+        fallback_ef_construction: int = 100,
+        max_build_min: float = 40.0,
+        threads: int = 2,
+    ) -> None:
+        super().__init__()
+        self.truth = metric
+        self.ef_search, self.m, self.ef_construction = ef_search, m, ef_construction
+        self.fallback_ef_construction, self.max_build_min = fallback_ef_construction, max_build_min
+        self.build_threads = threads
+        self.index: Any = None
+
+    def _new(self, n: int, d: int, efc: int) -> Any:
+        import hnswlib
+
+        index = hnswlib.Index(space="ip" if self.truth == "ip" else "l2", dim=d)
+        index.init_index(max_elements=n, M=self.m, ef_construction=efc, random_seed=100)
+        index.set_num_threads(self.build_threads)
+        return index
+
+    def _choose_ef_construction(self, xb: np.ndarray) -> tuple[int, dict[str, Any]]:
+        """Time a pilot build on a prefix; project the full build (~ n log n)."""
+        nb = len(xb)
+        pilot_n = min(20_000, nb // 10)
+        if pilot_n < 2_000:
+            return self.ef_construction, {}
+        pilot = self._new(pilot_n, xb.shape[1], self.ef_construction)
+        t0 = time.perf_counter()
+        pilot.add_items(xb[:pilot_n], np.arange(pilot_n))
+        pilot_s = time.perf_counter() - t0
+        projected_min = pilot_s * (nb / pilot_n) * math.log(nb) / math.log(pilot_n) / 60
+        info = {"pilot_n": pilot_n, "pilot_s": round(pilot_s, 1),
+                "projected_build_min_at_ef_construction": round(projected_min, 1)}  # fmt: skip
+        if projected_min > self.max_build_min:
+            logger.warning(
+                "hnswlib: efConstruction %d projects %.0f min > %.0f min; using %d",
+                self.ef_construction, projected_min, self.max_build_min,
+                self.fallback_ef_construction,
+            )  # fmt: skip
+            info["ef_construction_reduced_from"] = self.ef_construction
+            return self.fallback_ef_construction, info
+        return self.ef_construction, info
+
+    def build(self, ds: Dataset, workdir: Path) -> Built:
+        xb = ds.xb if self.truth == "l2" else _unit(ds.xb)
+        efc, info = self._choose_ef_construction(xb)
+        rss0 = rss_mb()
+        t0 = time.perf_counter()
+        index = self._new(ds.nb, ds.d, efc)
+        step = 50_000
+        for start in tqdm(range(0, ds.nb, step), desc="hnswlib add", unit="50k", mininterval=10):
+            stop = min(ds.nb, start + step)
+            index.add_items(xb[start:stop], np.arange(start, stop))
+        self.index = index
+        self.efc = efc
+        self.built = Built(time.perf_counter() - t0, int(index.index_file_size()),
+                           rss_mb() - rss0, {"ef_construction": efc, "M": self.m, **info})  # fmt: skip
+        return self.built
+
+    def index_key(self) -> str:
+        return f"HNSW{self.m},efC{self.efc}"
+
+    def points(self) -> list[dict[str, Any]]:
+        return [{"ef_search": ef} for ef in self.ef_search]
+
+    def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
+        index = self.index
+        index.set_ef(max(k, int(point["ef_search"])))
+        index.set_num_threads(1)
+        xqn = xq if self.truth == "l2" else _unit(xq)
+
+        def one(i: int) -> np.ndarray:
+            labels, _ = index.knn_query(xqn[i : i + 1], k=k)
+            ids: np.ndarray = labels[0].astype(np.int64)
+            return ids
+
+        return one
+
+    def qps(self, point: dict[str, Any], xq: np.ndarray, k: int, threads: int) -> float:
+        self.index.set_ef(max(k, int(point["ef_search"])))
+        xqn = xq if self.truth == "l2" else _unit(xq)
+        t0 = time.perf_counter()
+        self.index.knn_query(xqn, k=k, num_threads=threads)
+        return len(xq) / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.index = None
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    from benchmarks.systems import unit_rows
+
+    return unit_rows(x)
+
+
+class Lance(System):
+    """LanceDB (embedded, on local disk) with an IVF_PQ index, swept over nprobes and refine."""
+
+    name = "lancedb"
+
+    def __init__(
+        self,
+        metric: Metric,
+        nprobes: tuple[int, ...],
+        refine_factors: tuple[int, ...],
+        *,
+        num_partitions: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.truth = metric
+        self.nprobes, self.refine_factors = nprobes, refine_factors
+        self.num_partitions = num_partitions
+        self.table: Any = None
+        self.key = ""
+
+    def build(self, ds: Dataset, workdir: Path) -> Built:
+        import lancedb
+
+        xb = ds.xb if self.truth == "l2" else _unit(ds.xb)
+        parts = self.num_partitions or max(1, round(math.sqrt(ds.nb)))
+        sub = ds.d // 8 if ds.d % 8 == 0 else ds.d // 4
+        rss0 = rss_mb()
+        t0 = time.perf_counter()
+        db = lancedb.connect(workdir / "lancedb")
+        data = pa.table({"id": pa.array(np.arange(ds.nb, dtype=np.int64)),
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(xb.reshape(-1)), ds.d)})  # fmt: skip
+        table = db.create_table("vectors", data=data)
+        write_s = time.perf_counter() - t0
+        from lancedb.index import IvfPq
+
+        distance: Literal["dot", "l2"] = "dot" if self.truth == "ip" else "l2"
+        config = IvfPq(distance_type=distance, num_partitions=parts, num_sub_vectors=sub)
+        table.create_index("vector", config=config)
+        build_s = time.perf_counter() - t0
+        self.table = table
+        self.key = f"IVF_PQ(partitions={parts},sub_vectors={sub},bits=8)"
+        root = workdir / "lancedb" / "vectors.lance"
+        index_bytes = dir_bytes(root / "_indices") if (root / "_indices").is_dir() else 0
+        self.built = Built(build_s, index_bytes, rss_mb() - rss0,
+                           {"table_write_s": round(write_s, 2), "table_bytes": dir_bytes(root),
+                            "lancedb": lancedb.__version__})  # fmt: skip
+        return self.built
+
+    def index_key(self) -> str:
+        return self.key
+
+    def threads(self) -> dict[str, Any]:
+        return {"single": "lance runtime (uses all cores)", "qps": 2}
+
+    def points(self) -> list[dict[str, Any]]:
+        return [
+            {"nprobes": p, "refine_factor": r} for r in self.refine_factors for p in self.nprobes
+        ]
+
+    def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
+        table, distance = self.table, "dot" if self.truth == "ip" else "l2"
+        nprobes, refine = int(point["nprobes"]), int(point["refine_factor"])
+        xqn = xq if self.truth == "l2" else _unit(xq)
+
+        def one(i: int) -> np.ndarray:
+            q = table.search(xqn[i], vector_column_name="vector").distance_type(distance)
+            q = q.nprobes(nprobes)
+            if refine > 0:
+                q = q.refine_factor(refine)
+            ids: np.ndarray = q.limit(k).select(["id", "_distance"]).to_arrow()["id"].to_numpy()
+            return ids
+
+        return one
+
+    def close(self) -> None:
+        self.table = None
