@@ -1,0 +1,299 @@
+"""Filtered retrieval: recall and latency by selectivity, the exact/IVF crossover, pause latency.
+
+    python -m benchmarks.filtered --nb 1000000 --nq 300 --k 100
+
+On a calibrated synthetic set (benchmarks.datasets.calibrated: neighbour statistics matched to
+real all-MiniLM-L6-v2 embeddings), every ad targets exactly one country, drawn with the shares
+in SHARES, so a request's country is a filter of known selectivity. For each selectivity it runs
+the same queries through retrieval.searcher.Searcher three ways: forced IVF (the selector plus
+nprobe widened by 1/selectivity), forced exact scan of the eligible rows, and the default plan;
+recall@k is against exact search over the eligible rows only. Then, over a real gRPC server,
+it pauses ads one at a time and retrieves right after each reply: the number of paused ads
+returned after the pause call returned must be zero.
+
+Output: benchmarks/results/filtered/results.jsonl (one line per run) and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import indexer  # noqa: F401  (first: OpenMP settings before FAISS loads)
+from benchmarks.core import git_sha, load_avg, machine
+from benchmarks.datasets import calibrated
+from indexer import artifact
+from indexer.build import BuildConfig, build
+from retrieval.client import RetrievalClient
+from retrieval.eligibility import RequestFilter
+from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS, Searcher
+from retrieval.server import ServerConfig, create_server
+
+logger = logging.getLogger("benchmarks.filtered")
+
+# Country -> share of ads targeting only it; the rest target "GB".
+SHARES = {"US": 0.5, "DE": 0.1, "FR": 0.05, "JP": 0.02, "IT": 0.01, "ES": 0.005, "IS": 0.001}
+NO_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True)
+class FilteredConfig:
+    nb: int = 1_000_000
+    nq: int = 300
+    k: int = 100
+    index_factory: str = "IVF4096,PQ96x4fs,RFlat"
+    nprobe: int = 64
+    k_factor: int = 4
+    pauses: int = 200
+    seed: int = 1338
+    workdir: Path = Path("benchmarks/results/filtered")
+
+    def __post_init__(self) -> None:
+        if self.nb < 10_000 or self.nq < 1 or self.k < 1:
+            raise ValueError(
+                f"need nb >= 10000, nq >= 1, k >= 1; got {self.nb}, {self.nq}, {self.k}"
+            )
+
+
+def write_catalog(xb: np.ndarray, path: Path, seed: int) -> np.ndarray:
+    """A Parquet catalog with precomputed embeddings; returns each ad's country code index."""
+    rng = np.random.default_rng(seed)
+    countries = [*SHARES, "GB"]
+    p = [*SHARES.values(), 1 - sum(SHARES.values())]
+    drawn = rng.choice(len(countries), size=len(xb), p=p)
+    n, d = xb.shape
+    targeting = [json.dumps({"countries": [c]}) for c in countries]
+    table = pa.table(
+        {
+            "ad_id": [f"ad-{i:07d}" for i in range(n)],
+            "advertiser_id": [f"adv-{i % 5000:05d}" for i in range(n)],
+            "campaign_id": [f"cmp-{i % 20000:05d}" for i in range(n)],
+            "title": [f"ad {i}" for i in range(n)],
+            "status": ["active"] * n,
+            "targeting": [targeting[c] for c in drawn],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(xb.reshape(-1)), d),
+        }
+    )
+    pq.write_table(table, path)
+    return np.asarray(drawn)
+
+
+def exact_filtered(xb: np.ndarray, xq: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k row ids among ``rows``, shape (nq, min(k, len(rows)))."""
+    scores = xq @ xb[rows].T
+    k = min(k, len(rows))
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
+    return rows[np.take_along_axis(top, order, axis=1)]
+
+
+def run_plan(
+    searcher: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, flt: RequestFilter
+) -> dict[str, Any]:
+    latencies, hits, plans, nprobes = [], 0, set(), []
+    for q, t in zip(xq, truth, strict=True):
+        t0 = time.perf_counter()
+        result = searcher.search(q, k, 0, flt)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+        hits += len(set(result.ids.tolist()) & set(t.tolist()))
+        plans.add(result.plan)
+        nprobes.append(result.nprobe)
+    lat = np.asarray(latencies[min(5, len(latencies) - 1) :])  # first calls warm the caches
+    return {
+        "recall_at_k": hits / truth.size,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "plan": "/".join(sorted(plans)),
+        "nprobe": int(np.median(nprobes)),
+    }
+
+
+def selectivity_runs(
+    cfg: FilteredConfig, art: artifact.Artifact, xq: np.ndarray, drawn: np.ndarray
+) -> list[dict[str, Any]]:
+    xb = np.asarray(art.embeddings)
+    searchers = {
+        "ivf": Searcher(art, max_k=cfg.k, exact_max_rows=0),
+        "exact": Searcher(art, max_k=cfg.k, exact_max_rows=NO_LIMIT),
+        "default": Searcher(art, max_k=cfg.k, exact_max_rows=DEFAULT_EXACT_MAX_ROWS),
+    }
+    out = []
+    all_rows = np.arange(len(xb))
+    truth = exact_filtered(xb, xq, all_rows, cfg.k)
+    base = run_plan(searchers["ivf"], xq, truth, cfg.k, RequestFilter())
+    out.append(
+        {"selectivity": 1.0, "country": "", "mode": "unfiltered", "eligible": len(xb), **base}
+    )
+    print(
+        f"unfiltered: R@{cfg.k} {base['recall_at_k']:.4f}  p50 {base['p50_ms']:.3f} ms  p99 {base['p99_ms']:.3f} ms"
+    )
+    for c, country in enumerate(SHARES):
+        rows = np.flatnonzero(drawn == c)
+        truth = exact_filtered(xb, xq, rows, cfg.k)
+        flt = RequestFilter(country=country)
+        for mode, searcher in searchers.items():
+            r = run_plan(searcher, xq, truth, cfg.k, flt)
+            out.append(
+                {
+                    "selectivity": len(rows) / len(xb),
+                    "country": country,
+                    "mode": mode,
+                    "eligible": len(rows),
+                    **r,
+                }
+            )
+            print(
+                f"{country} s={len(rows) / len(xb):.4f} {mode:>7}: plan {r['plan']:>5} nprobe {r['nprobe']:>5} "
+                f"R@{cfg.k} {r['recall_at_k']:.4f}  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms",
+                flush=True,
+            )
+    return out
+
+
+def pause_runs(cfg: FilteredConfig, root: Path) -> dict[str, Any]:
+    """Pause ads one at a time over gRPC; retrieve right after each reply; count leaks."""
+    running = create_server(ServerConfig(port=0, index=root, max_k=cfg.k))
+    leaks, latencies = 0, []
+    try:
+        searcher = running.state.current()
+        xb = searcher.artifact.embeddings
+        with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+            for i in np.random.default_rng(cfg.seed).choice(len(xb), cfg.pauses, replace=False):
+                ad_id = searcher.artifact.ads[int(i)].ad_id
+                assert client.retrieve(xb[i], 10).candidates[0].ad_id == ad_id
+                t0 = time.perf_counter()
+                client.pause(ad_ids=[ad_id])
+                latencies.append((time.perf_counter() - t0) * 1e3)
+                leaks += ad_id in {c.ad_id for c in client.retrieve(xb[i], 10).candidates}
+    finally:
+        running.stop()
+    lat = np.asarray(latencies)
+    return {
+        "pauses": cfg.pauses,
+        "paused_ads_returned_after_reply": leaks,
+        "pause_call_p50_ms": float(np.percentile(lat, 50)),
+        "pause_call_p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def markdown(rows: Sequence[dict[str, Any]], k: int) -> str:
+    lines = [
+        f"| country | selectivity | eligible | mode | plan | nprobe | recall@{k} | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['country'] or '-'} | {r['selectivity']:.4f} | {r['eligible']} | {r['mode']} | {r['plan']} | "
+            f"{r['nprobe']} | {r['recall_at_k']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(cfg: FilteredConfig) -> None:
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ds = calibrated(cfg.nb, cfg.nq, seed=cfg.seed)
+    catalog = cfg.workdir / f"catalog-{cfg.nb}.parquet"
+    drawn = write_catalog(ds.xb, catalog, cfg.seed)
+    root = cfg.workdir / f"index-{cfg.nb}"
+    build(
+        BuildConfig(
+            catalog=catalog,
+            out=root,
+            index_factory=cfg.index_factory,
+            nprobe=cfg.nprobe,
+            k_factor=cfg.k_factor,
+        )
+    )
+    art = artifact.load(root)
+    logger.info("dataset + build: %.0f s", time.perf_counter() - t0)
+    load_start = load_avg()[0]
+    rows = selectivity_runs(cfg, art, ds.xq, drawn)
+    pause = pause_runs(cfg, root)
+    meta = {
+        "config": {**asdict(cfg), "workdir": str(cfg.workdir)},
+        "machine": machine(),
+        "git_sha": git_sha(),
+        "load_avg_1m": [load_start, load_avg()[0]],
+        "dataset": ds.name,
+        "pause": pause,
+    }
+    with (cfg.workdir / "results.jsonl").open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(
+                json.dumps({**r, "nb": cfg.nb, "k": cfg.k, "index_factory": cfg.index_factory})
+                + "\n"
+            )
+        f.write(json.dumps(meta) + "\n")
+    table = markdown(rows, cfg.k)
+    (cfg.workdir / "results.md").write_text(
+        table + f"\n\npause: {json.dumps(pause)}\n", encoding="utf-8"
+    )
+    print(table)
+    print(f"pause: {pause}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--nb", type=int, default=FilteredConfig.nb, help="ads (default: %(default)s)")
+    p.add_argument(
+        "--nq", type=int, default=FilteredConfig.nq, help="queries (default: %(default)s)"
+    )
+    p.add_argument("--k", type=int, default=FilteredConfig.k, help="k (default: %(default)s)")
+    p.add_argument(
+        "--index-factory", default=FilteredConfig.index_factory, help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        default=FilteredConfig.nprobe,
+        help="unfiltered nprobe (default: %(default)s)",
+    )
+    p.add_argument(
+        "--k-factor",
+        type=int,
+        default=FilteredConfig.k_factor,
+        help="re-ranking depth (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pauses",
+        type=int,
+        default=FilteredConfig.pauses,
+        help="pause calls to measure (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workdir", type=Path, default=FilteredConfig.workdir, help="(default: %(default)s)"
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(
+        FilteredConfig(
+            nb=args.nb,
+            nq=args.nq,
+            k=args.k,
+            index_factory=args.index_factory,
+            nprobe=args.nprobe,
+            k_factor=args.k_factor,
+            pauses=args.pauses,
+            workdir=args.workdir,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
