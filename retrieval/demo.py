@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 # all-MiniLM-L6-v2 embeds ~100-130 ad texts/s on two cores: 3,000 ads take about 30 s.
 DEFAULT_DEMO_ADS = 3000
+MAX_PER_ADVERTISER = 2
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,10 @@ def print_user(
     )
     for pin in user.pins[:3]:
         print(f"  pinned: {_shorten(pin.title, 70)}")
-    print(f"  Retrieve k={len(rows)} from index {version}: {latency_ms:.1f} ms round trip")
+    print(
+        f"  Retrieve k={len(rows)}, targeting {user.country}/{user.locale}/{user.device}, at most "
+        f"{MAX_PER_ADVERTISER} per advertiser, index {version}: {latency_ms:.1f} ms round trip"
+    )
     print(f"  {'#':>2}  {'score':>5}  {'ad':<10} {'advertiser':<10} {'category':<20} title")
     for rank, (score, ad_id, advertiser, category, title) in enumerate(rows, 1):
         print(
@@ -90,7 +94,15 @@ def run_demo(config: DemoConfig) -> None:
             for user in generate_users(config.n_users):
                 xq = user_embedding(embedder, user)
                 t = time.perf_counter()
-                response = client.retrieve(xq, config.k)
+                # The user's own context filters by targeting; diversity caps each advertiser.
+                response = client.retrieve(
+                    xq,
+                    config.k,
+                    country=user.country,
+                    locale=user.locale,
+                    device=user.device,
+                    max_per_advertiser=MAX_PER_ADVERTISER,
+                )
                 latency_ms = (time.perf_counter() - t) * 1e3
                 rows = []
                 for c in response.candidates:
