@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer import artifact
 from indexer.build import BuildConfig, BuildResult, build
+from indexer.catalog import AdRecord
 from indexer.embedding import SentenceTransformerEmbedder
 from indexer.sample import category_of, generate_catalog, generate_users, write_sample
-from retrieval.client import RetrievalClient
+from retrieval.client import RetrievalClient, ad_message
 from retrieval.demo import user_embedding
 from retrieval.server import RunningServer, ServerConfig, create_server
 from support import exact_topk, recall_at_k
@@ -75,3 +78,28 @@ def test_user_text_finds_ads_of_their_interest(
     assert len(response.candidates) == 10
     homey = [category[c.ad_id] in {"home decor", "furniture"} for c in response.candidates]
     assert sum(homey) >= 7, [category[c.ad_id] for c in response.candidates]
+
+
+def test_upserted_text_is_embedded_by_the_server_with_the_index_model(
+    sample_index: BuildResult, real_embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    # A server of its own: the upsert must not leak into the shared module server.
+    root = tmp_path / "index"
+    shutil.copytree(sample_index.version_dir.parent, root)
+    server = create_server(ServerConfig(port=0, index=root), embedder=real_embedder)
+    try:
+        ad = AdRecord(
+            ad_id="ad-zeppelin",
+            advertiser_id="adv-sky",
+            campaign_id="cmp-sky-001",
+            title="Vintage airship zeppelin model kit",
+            description="Build a detailed brass and canvas zeppelin for your study shelf.",
+            creative_text="Take flight | Shop the kit",
+        )
+        with RetrievalClient(f"127.0.0.1:{server.port}") as client:
+            response = client.upsert([ad_message(ad)])  # no embedding: the server embeds the text
+            assert response.inserted == 1
+            xq = real_embedder.encode(["zeppelin airship model kit"])[0]
+            assert client.retrieve(xq, 5).candidates[0].ad_id == "ad-zeppelin"
+    finally:
+        server.stop()
