@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from indexer.artifact import AdMeta, resolve
+from indexer.artifact import AdMeta, ArtifactError, resolve
 from indexer.catalog import Targeting
 from indexer.embedding import DEFAULT_MODEL_NAME, Embedder, SentenceTransformerEmbedder, normalize
 from retrieval.changelog import Change, Op, decode_vector, encode_vector
@@ -230,10 +230,16 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
         if self._root is None:
             raise FailedPrecondition("the server was not started with an index root to reload from")
         current = self._state.current().version if self._state.loaded else None
-        latest = resolve(self._root)
+        try:
+            latest = resolve(self._root)
+        except ArtifactError as exc:
+            raise FailedPrecondition(f"nothing to reload: {exc}") from exc
         if latest.name == current:
             return retrieval_pb2.ReloadResponse(index_version=current, changed=False)
-        searcher = self._state.load(latest)
+        try:
+            searcher = self._state.load(latest)
+        except ArtifactError as exc:  # corrupted or refused: the served version stays
+            raise FailedPrecondition(f"version {latest.name} refused: {exc}") from exc
         return retrieval_pb2.ReloadResponse(index_version=searcher.version, changed=True)
 
 

@@ -19,6 +19,7 @@ from indexer.catalog import DEFAULT_TEXT_FIELDS, CatalogError
 from retrieval.admin_cli import COMMANDS as ADMIN_COMMANDS
 from retrieval.admin_cli import TOKEN_ENV, add_admin_commands, admin_token
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
+from retrieval.serve_cli import add_serving_flags, serving_options
 from retrieval.server import DEFAULT_PORT, ServerConfig, serve
 
 logger = logging.getLogger("adindex")
@@ -122,8 +123,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--model", type=Path, help="model for embedding upserted ad text (default: the index's own)"
     )
     p.add_argument(
-        "--workers", type=int, default=4, help="gRPC worker threads (default: %(default)s)"
+        "--workers", type=int, default=8, help="gRPC worker threads (default: %(default)s)"
     )
+    add_serving_flags(p)
 
 
 def _add_client(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -229,6 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             admin_token=admin_token(args.admin_token_file),
             exact_max_rows=args.exact_max_rows,
             model=args.model,
+            **serving_options(args),
         )
     )
     return 0

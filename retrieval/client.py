@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -32,13 +33,37 @@ def ad_message(record: AdRecord, embedding: np.ndarray | None = None) -> retriev
     )
 
 
-class RetrievalClient:
-    """A channel to one server; use as a context manager to close it."""
+def _channel(target: str, root_cert: bytes | Path | None, server_name: str | None) -> grpc.Channel:
+    if root_cert is None:
+        return grpc.insecure_channel(target)
+    pem = root_cert.read_bytes() if isinstance(root_cert, Path) else root_cert
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=pem), options)
 
-    def __init__(self, target: str, *, timeout_s: float = 5.0, admin_token: str | None = None):
+
+class RetrievalClient:
+    """A channel to one server; use as a context manager to close it.
+
+    Args:
+        target: ``host:port``.
+        timeout_s: default deadline of every call.
+        admin_token: sent as ``authorization: Bearer <token>`` on admin calls.
+        root_cert: PEM certificate(s) to trust (bytes, or a file); given, the channel is TLS.
+        server_name: the name the server's certificate must carry, when not ``target``'s host.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 5.0,
+        admin_token: str | None = None,
+        root_cert: bytes | Path | None = None,
+        server_name: str | None = None,
+    ):
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target)
+        self._channel = _channel(target, root_cert, server_name)
         self.stub = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self.admin = retrieval_pb2_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = (("authorization", f"Bearer {admin_token}"),) if admin_token else ()

@@ -4,7 +4,9 @@
     ├── InvalidArgument            INVALID_ARGUMENT   (names the offending request field)
     │   └── DimensionMismatch      INVALID_ARGUMENT
     ├── NotFound                   NOT_FOUND
-    └── IndexNotReady              UNAVAILABLE        (no index loaded yet)
+    ├── IndexNotReady              UNAVAILABLE        (no index loaded yet)
+    ├── ShuttingDown               UNAVAILABLE        (draining after SIGTERM: retry elsewhere)
+    └── DeadlineExceeded           DEADLINE_EXCEEDED  (the call's deadline passed before its search)
 
 Servicers raise these; one interceptor (retrieval.server) turns them into a status and
 message. Anything else is logged with its traceback and answered INTERNAL, never UNKNOWN.
@@ -37,3 +39,11 @@ class NotFound(RetrievalError):
 
 class IndexNotReady(RetrievalError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
+
+
+class ShuttingDown(RetrievalError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(RetrievalError):
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED

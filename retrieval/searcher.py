@@ -49,6 +49,22 @@ class Hits:
     plan: str  # "ivf" or "exact"
     nprobe: int  # lists probed (0 for an exact plan)
     view: View  # the eligibility view the search used (to resolve ids)
+    # The eligibility the search applied (artifact rows, delta ads); shadow recall re-runs
+    # the query exactly over the same sets. None only for hand-made Hits.
+    mask: np.ndarray | None = None
+    delta_mask: np.ndarray | None = None
+
+    def top(self, k: int) -> Hits:
+        """The first ``k`` hits (a batch searched with the largest k of its calls)."""
+        return Hits(
+            self.ids[:k],
+            self.scores[:k],
+            self.plan,
+            self.nprobe,
+            self.view,
+            self.mask,
+            self.delta_mask,
+        )
 
 
 class Searcher:
@@ -155,6 +171,14 @@ class Searcher:
         ]
         return np.array(ok, dtype=bool)
 
+    def check_limits(self, k: int, nprobe: int) -> None:
+        if not 1 <= k <= self.max_k:
+            raise InvalidArgument("k", f"must be in [1, {self.max_k}], got {k}")
+        if not 0 <= nprobe <= self.nlist:
+            raise InvalidArgument(
+                "nprobe", f"must be in [0, {self.nlist}] (0 = default), got {nprobe}"
+            )
+
     def search(
         self, user_embedding: np.ndarray, k: int, nprobe: int = 0, flt: RequestFilter = _NO_FILTER
     ) -> Hits:
@@ -169,12 +193,7 @@ class Searcher:
         Returns:
             k hits whenever at least k eligible ads exist (fewer only when they do not).
         """
-        if not 1 <= k <= self.max_k:
-            raise InvalidArgument("k", f"must be in [1, {self.max_k}], got {k}")
-        if not 0 <= nprobe <= self.nlist:
-            raise InvalidArgument(
-                "nprobe", f"must be in [0, {self.nlist}] (0 = default), got {nprobe}"
-            )
+        self.check_limits(k, nprobe)
         xq = self.check_query(user_embedding)
         view = self._view  # read once: the whole search sees one state
         mask, delta_mask = self._mask(view, flt), self._delta_mask(view, flt)
@@ -188,8 +207,48 @@ class Searcher:
             if flt.max_per_advertiser:
                 ids, scores = self._cap(ids, scores, k, flt.max_per_advertiser, view)
             if len(ids) >= k or fetch >= m_total:
-                return Hits(ids=ids[:k], scores=scores[:k], plan=plan, nprobe=used, view=view)
+                return Hits(ids[:k], scores[:k], plan, used, view, mask, delta_mask)
             fetch = min(m_total, fetch * 4)  # the cap discarded too many: look deeper
+
+    def search_batch(self, xq: np.ndarray, k: int, nprobe: int = 0) -> list[Hits]:
+        """Unfiltered top-k for several queries in one FAISS call (micro-batching).
+
+        Each row gets what ``search(row, k, nprobe)`` without a filter returns: the same view
+        (read once for the whole batch), the same widening when too few eligible ads were
+        reached, the same merge of upserted ads.
+
+        Args:
+            xq: shape (nq, d), float32, rows already checked and normalised (``check_query``).
+            k: candidates per query, in [1, max_k] (``check_limits``).
+            nprobe: lists to probe, in [0, nlist]; 0 = the tuned default.
+
+        Returns:
+            One Hits per row of ``xq``.
+        """
+        view = self._view
+        delta_mask = view.delta.eligible
+        fetch = min(k, view.main_count + int(delta_mask.sum()))
+        nprobe = nprobe or self.default_nprobe
+        k_main = min(fetch, view.main_count)
+        if k_main > 0:
+            params = self._params(nprobe, k_main, view.selector)
+            D, I = self.artifact.index.search(np.ascontiguousarray(xq), k_main, params=params)
+        out = []
+        for i in range(len(xq)):
+            q = xq[i : i + 1]
+            plan, used = ("ivf", nprobe) if k_main else ("exact", 0)
+            if k_main == 0:
+                ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+            elif (I[i] >= 0).sum() < k_main and nprobe < self.nlist:  # rare: widen alone
+                ids, scores, plan, used = self._search_main(
+                    q, fetch, nprobe, view.eligible, view.main_count, view
+                )
+            else:
+                keep = I[i] >= 0
+                ids, scores = I[i][keep], D[i][keep]
+            ids, scores = self._merge_delta(q, ids, scores, fetch, view, delta_mask)
+            out.append(Hits(ids, scores, plan, used, view, view.eligible, delta_mask))
+        return out
 
     def _search_main(
         self, xq: np.ndarray, k: int, nprobe: int, mask: np.ndarray, m: int, view: View

@@ -1,21 +1,27 @@
-"""The gRPC server: RetrievalService plus the standard health and reflection services.
+"""The gRPC server: RetrievalService, AdminService, health and reflection; metrics over HTTP.
 
-Threading model: a synchronous gRPC server with a small worker pool. Each Retrieve is one
-single-query FAISS search, which FAISS runs on the calling thread, so OpenMP is limited to one
-thread here: extra OpenMP threads would only fight the gRPC workers for the two cores.
+Threading model (docs/serving.md has the measurements behind it): a synchronous gRPC server
+whose polling thread accepts calls and a pool of ``workers`` threads that run them. FAISS runs
+each search on the calling worker thread with one OpenMP thread (and numpy one BLAS thread):
+on two cores, extra OpenMP threads would only fight the workers. FAISS releases the GIL while
+it searches, so two searches do run on the two cores at once. With micro-batching on
+(``retrieval.batching``) concurrent unfiltered calls share one FAISS call, led by one of them.
+
+Limits: ``max_message_bytes`` (RESOURCE_EXHAUSTED), ``max_k`` (INVALID_ARGUMENT), deadlines
+(a call whose deadline passed while it was queued is not searched: DEADLINE_EXCEEDED) and
+``max_active_calls`` queued plus running (more are refused at once: RESOURCE_EXHAUSTED).
+Background threads: the index watcher (``retrieval.watcher``), shadow recall
+(``retrieval.shadow``) and the metrics HTTP server.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import signal
 import threading
-from collections.abc import Callable
-from concurrent import futures
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import faiss
 import grpc
@@ -23,14 +29,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from threadpoolctl import threadpool_limits
 
-from indexer.artifact import MANIFEST, ArtifactError, resolve
+from indexer.artifact import MANIFEST, ArtifactError
 from indexer.embedding import Embedder
 from retrieval.admin import AdminService
-from retrieval.errors import RetrievalError
+from retrieval.batching import BatchConfig, MicroBatcher
+from retrieval.interceptors import (
+    AdminAuthInterceptor,
+    CountingExecutor,
+    ErrorInterceptor,
+    ServingInterceptor,
+    _Interceptor,
+)
+from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.service import RetrievalService
+from retrieval.shadow import ShadowConfig, ShadowRecall
 from retrieval.state import SERVICE_NAME, IndexState
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from retrieval.validation import ValidationConfig
+from retrieval.watcher import IndexWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +62,25 @@ class ServerConfig:
     port: int = DEFAULT_PORT  # 0 picks a free port
     index: Path | None = None  # artifact root (with LATEST) or a version directory
     max_k: int = 1000
-    workers: int = 4
+    workers: int = 8
     omp_threads: int = 1
     max_message_bytes: int = 1 << 20  # a 384-d request is ~1.6 KB; 1 MiB leaves room for batches
-    index_poll_s: float = 2.0  # while no index exists yet, look for one this often
-    grace_s: float = 5.0
+    max_active_calls: int = 256  # queued + running; more are refused with RESOURCE_EXHAUSTED
+    index_poll_s: float = 1.0  # how often the watcher reads LATEST (0: never, Reload only)
+    grace_s: float = 5.0  # on SIGTERM, how long in-flight calls may take to finish
+    drain_linger_s: float = 1.0  # on SIGTERM, refuse (UNAVAILABLE) at least this long, then close
     admin_token: str | None = None  # when set, AdminService calls must carry it as a bearer token
     exact_max_rows: int = (
         DEFAULT_EXACT_MAX_ROWS  # filters leaving at most this many ads scan exactly
     )
     model: Path | None = None  # model for embedding upserted text (default: the index's own)
+    batching: BatchConfig | None = field(default_factory=BatchConfig)  # None: single path only
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no HTTP endpoint (metrics still kept in-process)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS only
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -63,86 +89,19 @@ class ServerConfig:
             raise ValueError(f"max_k must be >= 1; got {self.max_k}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1; got {self.workers}")
+        if self.max_active_calls < 1:
+            raise ValueError(f"max_active_calls must be >= 1; got {self.max_active_calls}")
+        if self.index_poll_s < 0:
+            raise ValueError(f"index_poll_s must be >= 0; got {self.index_poll_s}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                f"TLS needs both a certificate and a key; got cert={self.tls_cert}, key={self.tls_key}"
+            )
 
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
-
-
-if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not
-    _Interceptor = grpc.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _Interceptor = grpc.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
-
-
-ADMIN_PREFIX = "/retrieval.v1.AdminService/"
-
-
-class AdminAuthInterceptor(_Interceptor):
-    """AdminService calls need ``authorization: Bearer <token>`` when a token is configured."""
-
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
-        details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
-        if not details.method.startswith(ADMIN_PREFIX):
-            return continuation(details)
-        given = dict(details.invocation_metadata or ()).get("authorization")
-        if given is None:
-            return _deny(
-                grpc.StatusCode.UNAUTHENTICATED, "admin calls need 'authorization: Bearer <token>'"
-            )
-        supplied = given.encode() if isinstance(given, str) else given
-        if not hmac.compare_digest(supplied, self._expected):
-            return _deny(grpc.StatusCode.PERMISSION_DENIED, "wrong admin token")
-        return continuation(details)
-
-
-def _deny(code: grpc.StatusCode, message: str) -> _Handler:
-    def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
-
-    return grpc.unary_unary_rpc_method_handler(abort)
-
-
-class ErrorInterceptor(_Interceptor):
-    """Maps RetrievalError to its status; anything else is logged and answered INTERNAL."""
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
-        details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        method = details.method
-
-        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                return inner(request, context)
-            except RetrievalError as exc:
-                logger.debug("%s -> %s: %s", method, exc.grpc_code.name, exc)
-                context.abort(exc.grpc_code, str(exc))
-            except Exception:
-                logger.exception("%s failed", method)
-                context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal error in {method}; see server log"
-                )
-
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
 
 @dataclass
@@ -151,10 +110,98 @@ class RunningServer:
     port: int
     state: IndexState
     health: health.HealthServicer
+    metrics: Metrics
+    serving: ServingInterceptor
+    watcher: IndexWatcher | None = None
+    shadow: ShadowRecall | None = None
+    metrics_http: MetricsHttp | None = None
+    drain_linger_s: float = 0.0
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_http.port if self.metrics_http is not None else None
+
+    def drain(self, grace_s: float | None) -> None:
+        """Stop for good: health NOT_SERVING, new calls UNAVAILABLE, in-flight ones finish.
+
+        Args:
+            grace_s: how long in-flight calls may still run; then they are cancelled.
+        """
+        logger.info("Draining: refusing new calls, waiting up to %s s for in-flight ones", grace_s)
+        started = time.monotonic()
+        self.serving.draining = True  # still listening: new calls get a clean UNAVAILABLE
+        self.state.shutdown()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if grace_s:
+            self.serving.wait_idle(grace_s)
+            # Keep answering UNAVAILABLE a little longer: calls already on the wire when the
+            # port closes would otherwise be cancelled (CANCELLED) instead of refused.
+            linger_s = min(self.drain_linger_s, grace_s) - (time.monotonic() - started)
+            if linger_s > 0:
+                time.sleep(linger_s)
+        remaining = None if grace_s is None else max(0.0, grace_s - (time.monotonic() - started))
+        self.server.stop(remaining).wait()  # then close: whatever still runs is cancelled
+        if self.shadow is not None:
+            self.shadow.stop()
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
 
     def stop(self, grace_s: float | None = 0) -> None:
-        self.state.shutdown()
-        self.server.stop(grace_s).wait()
+        self.drain(grace_s)
+
+
+def _register(
+    server: grpc.Server,
+    service: RetrievalService,
+    admin: AdminService,
+    health_servicer: health.HealthServicer,
+) -> None:
+    retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    retrieval_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name,
+            retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+
+
+def _listen(server: grpc.Server, config: ServerConfig) -> int:
+    """Bind the port, with TLS when a certificate and key are configured."""
+    if config.tls_cert is not None and config.tls_key is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(config.address, credentials)
+    else:
+        port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.address}")
+    return port
+
+
+def _grpc_server(config: ServerConfig, metrics: Metrics) -> tuple[grpc.Server, ServingInterceptor]:
+    executor = CountingExecutor(config.workers, thread_name_prefix="retrieve")
+    metrics.rpc_active.set_function(lambda: executor.active)
+    serving = ServingInterceptor(metrics, executor, config.max_active_calls)
+    interceptors: list[_Interceptor] = [serving, ErrorInterceptor()]
+    if config.admin_token:
+        interceptors.insert(1, AdminAuthInterceptor(config.admin_token))
+    server = grpc.server(
+        executor,
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # two servers must never share a port by accident
+        ],
+        maximum_concurrent_rpcs=config.max_active_calls,
+    )
+    return server, serving
 
 
 def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> RunningServer:
@@ -172,64 +219,43 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     # Likewise BLAS (numpy's OpenBLAS spins up threads for a 2,400 x 384 product and took 16 ms
     # instead of 1 ms on two busy cores, measured): one thread per request.
     threadpool_limits(limits=1, user_api="blas")
-    interceptors: list[_Interceptor] = [ErrorInterceptor()]
-    if config.admin_token:
-        interceptors.insert(0, AdminAuthInterceptor(config.admin_token))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="retrieve"),
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.so_reuseport", 0),  # two servers must never share a port by accident
-        ],
-    )
+    metrics = Metrics()
+    server, serving = _grpc_server(config, metrics)
     health_servicer = health.HealthServicer()
-    state = IndexState(health_servicer, max_k=config.max_k, exact_max_rows=config.exact_max_rows)
-    root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
-    admin = AdminService(state, root, embedder=embedder, model=config.model)
-    retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(RetrievalService(state), server)  # type: ignore[no-untyped-call]
-    retrieval_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name,
-            retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    state = IndexState(
+        health_servicer,
+        max_k=config.max_k,
+        exact_max_rows=config.exact_max_rows,
+        metrics=metrics,
+        validation=config.validation,
     )
-    port = server.add_insecure_port(config.address)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.address}")
+    root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
+    batcher = MicroBatcher(config.batching, metrics) if config.batching else None
+    shadow = ShadowRecall(config.shadow, metrics) if config.shadow.sample_rate > 0 else None
+    service = RetrievalService(state, batcher=batcher, shadow=shadow, metrics=metrics)
+    admin = AdminService(state, root, embedder=embedder, model=config.model)
+    _register(server, service, admin, health_servicer)
+    port = _listen(server, config)
     server.start()
-    logger.info("Listening on %s:%d (%s)", config.host, port, SERVICE_NAME)
-    running = RunningServer(server=server, port=port, state=state, health=health_servicer)
+    tls = "TLS" if config.tls_cert else "plaintext"
+    logger.info("Listening on %s:%d (%s, %s)", config.host, port, SERVICE_NAME, tls)
+    running = RunningServer(server, port, state, health_servicer, metrics, serving, shadow=shadow)
+    running.drain_linger_s = config.drain_linger_s
+    if config.metrics_port is not None:
+        running.metrics_http = MetricsHttp(metrics, config.metrics_host, config.metrics_port)
     if config.index is not None:
         try:
             state.load(config.index)
         except ArtifactError as exc:
-            logger.warning("No index loaded yet: %s", exc)
+            logger.warning("No index loaded yet: %s", str(exc))
+    if root is not None and config.index_poll_s > 0:
+        running.watcher = IndexWatcher(state, root, poll_s=config.index_poll_s)
+        running.watcher.start()
     return running
 
 
-def _wait_for_index(
-    running: RunningServer, path: Path, poll_s: float, stop: threading.Event
-) -> None:
-    """Until a first index is loaded, keep looking for one (health stays NOT_SERVING)."""
-    while not running.state.loaded and not stop.wait(poll_s):
-        try:
-            resolve(path)
-        except ArtifactError:
-            continue
-        try:
-            running.state.load(path)
-        except ArtifactError as exc:
-            logger.warning("Cannot load %s: %s", path, exc)
-
-
 def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then stop taking calls and let in-flight ones finish."""
+    """Run until SIGTERM or SIGINT, then drain: refuse new calls, finish in-flight ones."""
     running = create_server(config)
     stop = threading.Event()
 
@@ -239,12 +265,6 @@ def serve(config: ServerConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if config.index is not None and not running.state.loaded:
-        threading.Thread(
-            target=_wait_for_index,
-            args=(running, config.index, config.index_poll_s, stop),
-            daemon=True,
-        ).start()
     stop.wait()
-    running.stop(config.grace_s)
+    running.drain(config.grace_s)
     logger.info("Stopped")

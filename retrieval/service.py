@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import grpc
 import numpy as np
 
+from retrieval.batching import MicroBatcher
 from retrieval.eligibility import RequestFilter
+from retrieval.metrics import Metrics
+from retrieval.searcher import Hits, Searcher
+from retrieval.shadow import ShadowRecall
 from retrieval.state import IndexState
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
@@ -16,23 +21,66 @@ logger = logging.getLogger(__name__)
 
 
 class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, state: IndexState):
+    """Answers Retrieve and GetIndexInfo from the state's current searcher.
+
+    Unfiltered calls go through the micro-batcher when there is one; calls with a filter or an
+    advertiser cap always take the single-query path.
+    """
+
+    def __init__(
+        self,
+        state: IndexState,
+        *,
+        batcher: MicroBatcher | None = None,
+        shadow: ShadowRecall | None = None,
+        metrics: Metrics | None = None,
+    ):
         self._state = state
+        self._batcher = batcher
+        self._shadow = shadow
+        self._metrics = metrics
+
+    def _search(
+        self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
+    ) -> tuple[Searcher, Hits, np.ndarray]:
+        ticket = self._batcher.arrive() if self._batcher is not None else None
+        try:
+            searcher = self._state.current()  # one searcher for the whole call, even across a swap
+            flt = RequestFilter(
+                country=request.context.country,
+                locale=request.context.locale,
+                device=request.context.device,
+                exclude_ad_ids=frozenset(request.exclude_ad_ids),
+                exclude_advertiser_ids=frozenset(request.exclude_advertiser_ids),
+                max_per_advertiser=request.max_per_advertiser,
+            )
+            xq = np.asarray(request.user_embedding, dtype=np.float32)
+            if ticket is not None and not flt.narrows and not flt.max_per_advertiser:
+                deadline = time.monotonic() + context.time_remaining()
+                return (
+                    searcher,
+                    ticket.search(searcher, xq, request.k, request.nprobe, deadline),
+                    xq,
+                )
+            if ticket is not None:
+                ticket.leave()  # not batchable: let a waiting leader go without us
+            hits = searcher.search(xq, request.k, request.nprobe, flt)
+            if self._metrics is not None:
+                self._metrics.batch_size.observe(1)
+            return searcher, hits, xq
+        finally:
+            if ticket is not None:
+                ticket.leave()
 
     def Retrieve(
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
     ) -> retrieval_pb2.RetrieveResponse:
-        searcher = self._state.current()  # one searcher for the whole call, even across a swap
-        flt = RequestFilter(
-            country=request.context.country,
-            locale=request.context.locale,
-            device=request.context.device,
-            exclude_ad_ids=frozenset(request.exclude_ad_ids),
-            exclude_advertiser_ids=frozenset(request.exclude_advertiser_ids),
-            max_per_advertiser=request.max_per_advertiser,
-        )
-        xq = np.asarray(request.user_embedding, dtype=np.float32)
-        hits = searcher.search(xq, request.k, request.nprobe, flt)
+        searcher, hits, xq = self._search(request, context)
+        if self._shadow is not None:
+            if request.max_per_advertiser:
+                self._shadow.skip()
+            else:
+                self._shadow.offer(searcher, xq, request.k, hits)
         candidates = []
         for row, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
             ad = searcher.meta(row, hits.view)

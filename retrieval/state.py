@@ -1,14 +1,22 @@
 """The index the server answers from: loaded, swapped atomically, with health kept in step.
 
-Admin changes and loads are serialised by one lock (``admin_lock``); searches never take it.
+Admin changes and swaps are serialised by one lock (``admin_lock``); searches never take it.
 Loading a version replays the change log entries made after its catalog snapshot, so pauses,
 upserts and deletes survive restarts and rebuilds.
+
+A load reads, verifies (checksums) and validates (``retrieval.validation``: dimension, model,
+smoke recall) the new version before taking ``admin_lock``, so admin calls are held up only by
+the change log replay and the swap itself. The swap is one reference assignment: a call that
+already read the old searcher finishes on it, and the old version is freed once the last such
+call returns (the ``freed`` event). A refused version leaves the served one untouched.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +25,9 @@ from grpc_health.v1 import health, health_pb2
 from indexer import artifact
 from retrieval.changelog import CHANGELOG_FILE, ChangeLog
 from retrieval.errors import IndexNotReady
+from retrieval.metrics import Metrics
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS, Searcher
+from retrieval.validation import ValidationConfig, validate
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +43,26 @@ class IndexState:
         *,
         max_k: int,
         exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
+        metrics: Metrics | None = None,
+        validation: ValidationConfig | None = None,
     ):
         self._health = health_servicer
         self._max_k = max_k
         self._exact_max_rows = exact_max_rows
+        self._metrics = metrics or Metrics()
+        self._validation = validation or ValidationConfig()
         self._searcher: Searcher | None = None
         self.changelog: ChangeLog | None = None
         self.admin_lock = threading.RLock()
+        self._load_lock = threading.Lock()  # one load at a time (watcher and Reload may race)
+        self._closed = False
+        self.refused: dict[str, str] = {}  # version name -> why it was refused
         self._set_health(serving=False)
+        self._metrics.watch_ads(self._ad_counts)
 
     def _set_health(self, *, serving: bool) -> None:
+        if serving and self._closed:
+            return  # draining: a late load must not advertise the server again
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -63,19 +83,62 @@ class IndexState:
     def loaded(self) -> bool:
         return self._searcher is not None
 
+    def _ad_counts(self) -> tuple[int, int]:
+        searcher = self._searcher
+        if searcher is None:
+            return 0, 0
+        view = searcher.view
+        return view.ad_count, view.active_count
+
     def load(self, path: Path) -> Searcher:
-        """Load and verify ``path`` (root or version directory), replay changes, start answering.
+        """Load, verify and validate ``path`` (root or version directory), then swap it in.
 
         Raises:
-            ArtifactError: the artifact is missing or invalid; the current index keeps serving.
+            ArtifactError: missing, corrupted or refused (``VersionRefused``); the served
+                index keeps serving and the version is remembered in ``refused``.
         """
+        with self._load_lock:
+            started = time.perf_counter()
+            name = artifact.resolve(path).name
+            current = self._searcher
+            try:
+                art = artifact.load(path)
+                validate(art, current.artifact if current else None, self._validation)
+            except artifact.ArtifactError as exc:
+                self.refused[name] = str(exc)
+                self._metrics.index_events.labels("refused").inc()
+                # str(exc): a log record holding the exception would keep its traceback's
+                # frames, and with them the served searcher, alive in any buffering handler
+                logger.warning("Refused index version %s: %s", name, str(exc))
+                raise
+            searcher = Searcher(art, max_k=self._max_k, exact_max_rows=self._exact_max_rows)
+            self._metrics.index_events.labels("loaded").inc()
+            replayed, previous = self._swap(searcher)
+            self._metrics.index_load.observe(time.perf_counter() - started)
+        self.refused.pop(name, None)
+        m = art.manifest
+        self._metrics.set_index(searcher.version, m["model"]["name"], m["index"]["factory"])
+        if previous is not None:
+            self._metrics.index_events.labels("swapped").inc()
+            weakref.finalize(previous, self._freed, previous.version)
+        logger.info(
+            "Serving index %s (%d ads, %d eligible, %d logged changes replayed) from %s%s",
+            searcher.version,
+            searcher.ntotal,
+            searcher.active_count,
+            replayed,
+            art.path,
+            f", replacing {previous.version}" if previous else "",
+        )
+        return searcher
+
+    def _swap(self, searcher: Searcher) -> tuple[int, Searcher | None]:
+        """Replay logged changes onto ``searcher`` and make it current; returns (replayed, old)."""
         with self.admin_lock:
-            art = artifact.load(path)
-            log_path = art.path.parent / CHANGELOG_FILE
+            log_path = searcher.artifact.path.parent / CHANGELOG_FILE
             if self.changelog is None or self.changelog.path != log_path:
                 self.changelog = ChangeLog(log_path)
-            searcher = Searcher(art, max_k=self._max_k, exact_max_rows=self._exact_max_rows)
-            snapshot = datetime.fromisoformat(art.manifest["catalog"]["snapshot_at"])
+            snapshot = datetime.fromisoformat(searcher.artifact.manifest["catalog"]["snapshot_at"])
             replayed = self.changelog.since(snapshot)
             if replayed:
                 from retrieval.admin import replay  # admin builds on state; import late
@@ -83,16 +146,14 @@ class IndexState:
                 replay(searcher, replayed)
             previous, self._searcher = self._searcher, searcher
             self._set_health(serving=True)
-        logger.info(
-            "Serving index %s (%d ads, %d eligible, %d logged changes replayed) from %s%s",
-            searcher.version,
-            searcher.ntotal,
-            searcher.active_count,
-            len(replayed),
-            art.path,
-            f", replacing {previous.version}" if previous else "",
-        )
-        return searcher
+        return len(replayed), previous
+
+    def _freed(self, version: str) -> None:
+        self._metrics.index_events.labels("freed").inc()
+        logger.info("Freed index %s (its last in-flight call finished)", version)
 
     def shutdown(self) -> None:
-        self._set_health(serving=False)
+        """Stop advertising the server (health NOT_SERVING) for good; searches still work."""
+        self._closed = True
+        self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -1,0 +1,187 @@
+"""Micro-batching: concurrent unfiltered Retrieve calls share one FAISS search call.
+
+There is no batching thread. The first call of a group (same searcher, same effective nprobe,
+same k bucket) becomes the batch's *leader*: it waits until the batch holds ``max_batch``
+queries, or ``max_wait_s`` passed, or no other call is still on its way to a batch (so a lone
+caller never waits), then runs ``Searcher.search_batch`` for everybody on its own worker thread
+and hands each follower its rows. Several batches can run at once on different workers, one
+per core, with FAISS releasing the GIL during the search.
+
+Only unfiltered calls are batched: filtered ones need their own selector, and diversity caps
+their own candidate depth, so they take the single-query path. A call whose deadline passes
+while it waits in a batch is left out of the search and answered DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retrieval.errors import DeadlineExceeded, RetrievalError
+from retrieval.metrics import Metrics
+from retrieval.searcher import Hits, Searcher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Bounds of one micro-batch."""
+
+    max_batch: int = 32  # queries per FAISS call
+    max_wait_s: float = 0.002  # longest a leader waits for company
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
+        if not 0 <= self.max_wait_s <= 1:
+            raise ValueError(f"max_wait_s must be in [0, 1] s; got {self.max_wait_s}")
+
+
+def k_bucket(k: int) -> int:
+    """Calls whose k share a bucket share a batch (searched with the largest k among them)."""
+    return max(8, 1 << (k - 1).bit_length())
+
+
+@dataclass(eq=False)
+class _Batch:
+    searcher: Searcher
+    nprobe: int
+    rows: list[np.ndarray] = field(default_factory=list)  # (1, d) normalised queries
+    ks: list[int] = field(default_factory=list)
+    deadlines: list[float] = field(default_factory=list)  # time.monotonic() values
+    closed: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    results: list[Hits | RetrievalError] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class MicroBatcher:
+    """Gathers concurrent unfiltered searches; each call holds a :class:`Ticket` meanwhile."""
+
+    def __init__(self, config: BatchConfig, metrics: Metrics):
+        self.config = config
+        self._metrics = metrics
+        self._cond = threading.Condition()
+        self._open: dict[tuple[int, int, int], _Batch] = {}
+        self._undecided = 0  # calls that arrived and have not yet joined a batch or left
+
+    def arrive(self) -> Ticket:
+        """Register a call as soon as it starts, so leaders know company is on its way."""
+        with self._cond:
+            self._undecided += 1
+        return Ticket(self)
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._undecided -= 1
+            if self._undecided == 0:
+                self._cond.notify_all()
+
+    def _join(
+        self, searcher: Searcher, xq: np.ndarray, k: int, nprobe: int, deadline: float
+    ) -> tuple[_Batch, int, bool]:
+        nprobe = nprobe or searcher.default_nprobe
+        key = (
+            id(searcher),
+            nprobe,
+            k_bucket(k),
+        )  # the open batch keeps the searcher (and id) alive
+        with self._cond:
+            self._undecided -= 1
+            batch = self._open.get(key)
+            leader = batch is None
+            if batch is None:
+                batch = self._open[key] = _Batch(searcher, nprobe)
+            batch.rows.append(xq)
+            batch.ks.append(k)
+            batch.deadlines.append(deadline)
+            if len(batch.rows) >= self.config.max_batch:
+                self._close(key, batch)
+            if batch.closed or self._undecided == 0:
+                self._cond.notify_all()
+        return batch, len(batch.rows) - 1, leader
+
+    def _close(self, key: tuple[int, int, int], batch: _Batch) -> None:
+        batch.closed = True
+        if self._open.get(key) is batch:
+            del self._open[key]
+
+    def _lead(self, batch: _Batch, key: tuple[int, int, int]) -> None:
+        end = time.monotonic() + self.config.max_wait_s
+        with self._cond:
+            while not batch.closed and self._undecided > 0:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            self._close(key, batch)
+        try:
+            self._run(batch)
+        except BaseException as exc:
+            batch.error = exc
+            raise
+        finally:
+            batch.done.set()
+
+    def _run(self, batch: _Batch) -> None:
+        now = time.monotonic()
+        live = [i for i, d in enumerate(batch.deadlines) if d > now]
+        results: list[Hits | RetrievalError] = [
+            DeadlineExceeded("the call's deadline passed while it waited for its batch")
+            for _ in batch.rows
+        ]
+        if live:
+            xq = np.concatenate([batch.rows[i] for i in live])
+            k = max(batch.ks[i] for i in live)
+            hits = batch.searcher.search_batch(xq, k, batch.nprobe)
+            self._metrics.batch_size.observe(len(live))
+            for i, h in zip(live, hits, strict=True):
+                results[i] = h.top(batch.ks[i])
+        batch.results = results
+
+    def submit(
+        self, searcher: Searcher, xq: np.ndarray, k: int, nprobe: int, deadline: float
+    ) -> Hits:
+        """Join (or lead) a batch with one checked, normalised query and wait for its hits."""
+        batch, slot, leader = self._join(searcher, xq, k, nprobe, deadline)
+        if leader:
+            self._lead(batch, (id(searcher), batch.nprobe, k_bucket(k)))
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise RetrievalError(f"batched search failed: {batch.error}") from batch.error
+        result = batch.results[slot]
+        if isinstance(result, RetrievalError):
+            raise result
+        return result
+
+
+class Ticket:
+    """One call's place in the batcher: it either joins a batch or leaves (idempotent)."""
+
+    def __init__(self, batcher: MicroBatcher):
+        self._batcher = batcher
+        self._pending = True
+
+    def search(
+        self, searcher: Searcher, user_embedding: np.ndarray, k: int, nprobe: int, deadline: float
+    ) -> Hits:
+        """Validate, join a batch (or lead one) and wait for this call's hits."""
+        try:
+            searcher.check_limits(k, nprobe)
+            xq = searcher.check_query(user_embedding)
+        except RetrievalError:
+            self.leave()
+            raise
+        self._pending = False  # joining takes this call out of the undecided count
+        return self._batcher.submit(searcher, xq, k, nprobe, deadline)
+
+    def leave(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._batcher._leave()
