@@ -1,0 +1,463 @@
+"""Serving in production: hot swap under load, refused versions, crashed builds, limits, batching."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from indexer import artifact
+from indexer.build import BuildConfig, build
+from indexer.catalog import write_catalog_jsonl
+from retrieval.batching import BatchConfig, MicroBatcher
+from retrieval.client import RetrievalClient
+from retrieval.errors import DeadlineExceeded
+from retrieval.interceptors import ErrorInterceptor
+from retrieval.metrics import Metrics
+from retrieval.searcher import Searcher
+from retrieval.server import RunningServer, ServerConfig, create_server
+from retrieval.shadow import ShadowConfig
+from retrieval.validation import ValidationConfig, VersionRefused, validate
+from support import clustered_vectors, make_records
+
+N = 2000
+D = 32
+SOAK_S = float(os.environ.get("ADINDEX_SOAK_S", "2"))  # minimum hot-swap load duration
+NO_SHADOW = ShadowConfig(sample_rate=0.0)
+
+
+def _catalog(tmp: Path, seed: int = 1338) -> tuple[Path, np.ndarray]:
+    path = tmp / f"ads-{seed}.jsonl"
+    xb = clustered_vectors(N, seed=seed)
+    if not path.exists():
+        write_catalog_jsonl(make_records(N), path, embeddings=xb)
+    return path, xb
+
+
+def _build(catalog: Path, root: Path) -> Path:
+    config = BuildConfig(catalog=catalog, out=root, index_factory="IVF16,Flat", nprobe=4, threads=1)
+    return build(config).version_dir
+
+
+def _republish(root: Path, source: Path, change: Callable[[Path, dict[str, Any]], None]) -> str:
+    """Publish a checksum-valid copy of ``source`` that ``change`` altered; returns its name."""
+    version = artifact.new_version_name()
+    manifest = artifact.read_manifest(source)
+    for key in ("files", "version", "format_version"):
+        manifest.pop(key)
+    with artifact.staging_dir(root, version) as staged:
+        for f in source.iterdir():
+            if f.name != artifact.MANIFEST:
+                shutil.copy(f, staged / f.name)
+        change(staged, manifest)
+        artifact.publish(root, staged, version=version, manifest=manifest)
+    return version
+
+
+def _corrupt(root: Path, source: Path) -> str:
+    """Copy ``source`` in as a new version, flip bytes of its index, point LATEST at it."""
+    version = artifact.new_version_name()
+    shutil.copytree(source, root / version)
+    index_file = root / version / artifact.INDEX_FILE
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+    index_file.write_bytes(bytes(data))
+    artifact.set_latest(root, version)
+    return version
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float = 30, what: str = "") -> None:
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Load:
+    """Client threads calling Retrieve until stopped; records versions seen and failures."""
+
+    def __init__(self, target: str, xb: np.ndarray, threads: int = 4):
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self.calls = 0
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(target, xb, s)) for s in range(threads)
+        ]
+
+    def _run(self, target: str, xb: np.ndarray, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with RetrievalClient(target, timeout_s=10) as c:
+            while not self._stop.is_set():
+                try:
+                    # a third of the calls are filtered: they take the single-query path
+                    country = "US" if rng.random() < 0.33 else ""
+                    response = c.retrieve(xb[rng.integers(len(xb))], 10, country=country)
+                    self.versions.append(response.index_version)
+                    self.calls += 1
+                except grpc.RpcError as exc:
+                    self.failures.append(f"{exc.code().name}: {exc.details()}")
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    catalog, _ = _catalog(tmp_path)
+    _build(catalog, tmp_path / "index")
+    return tmp_path / "index"
+
+
+@pytest.fixture
+def server(root: Path) -> Iterator[RunningServer]:
+    running = create_server(ServerConfig(port=0, index=root, index_poll_s=0.05, shadow=NO_SHADOW))
+    yield running
+    running.stop()
+
+
+def _served(running: RunningServer) -> str:
+    return running.state.current().version
+
+
+def _events(running: RunningServer, event: str) -> float:
+    value = running.metrics.registry.get_sample_value(
+        "adindex_index_events_total", {"event": event}
+    )
+    return value or 0.0
+
+
+def test_hot_swap_under_load_fails_no_call(
+    server: RunningServer, root: Path, tmp_path: Path
+) -> None:
+    first = _served(server)
+    catalog, xb = _catalog(tmp_path)
+    started = time.monotonic()
+    with Load(f"127.0.0.1:{server.port}", xb) as load:
+        second = _build(catalog, root).name
+        _wait(lambda: _served(server) == second, what="the second version")
+        bad = _corrupt(root, root / second)
+        _wait(lambda: bad in server.state.refused, what="the corrupted version to be refused")
+        time.sleep(0.5)  # ten polls while LATEST still names the bad version
+        third = _build(catalog, root).name
+        _wait(lambda: _served(server) == third, what="the third version")
+        calls_at_third = load.calls
+        _wait(
+            lambda: load.calls > calls_at_third + 50 and time.monotonic() - started > SOAK_S,
+            what="calls on the third version",
+        )
+    assert load.failures == []
+    assert load.calls > 100
+    seen = set(load.versions)
+    assert {first, second, third} <= seen and bad not in seen
+    assert load.versions.index(second) < load.versions.index(third)
+    assert "sha256 mismatch" in server.state.refused[bad]
+    assert _events(server, "refused") == 1  # not retried while LATEST kept naming it
+    assert _events(server, "swapped") == 2
+    gc.collect()
+    _wait(lambda: _events(server, "freed") == 2, timeout_s=10, what="old versions to be freed")
+
+
+def _permute_embeddings(staged: Path, manifest: dict[str, Any]) -> None:
+    xb = np.load(staged / artifact.EMBEDDINGS_FILE)
+    np.save(staged / artifact.EMBEDDINGS_FILE, xb[::-1].copy())  # rows no longer match ids
+
+
+def _rename_model(staged: Path, manifest: dict[str, Any]) -> None:
+    manifest["model"]["name"] = "some-other-model"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [(_permute_embeddings, "smoke recall check failed"), (_rename_model, "model")],
+)
+def test_incompatible_or_broken_version_is_refused(
+    server: RunningServer, root: Path, change: Callable[[Path, dict[str, Any]], None], reason: str
+) -> None:
+    first = _served(server)
+    bad = _republish(root, root / first, change)  # checksums are valid: only validation can tell
+    _wait(lambda: bad in server.state.refused, what="the version to be refused")
+    assert reason in server.state.refused[bad]
+    assert _served(server) == first
+    with RetrievalClient(f"127.0.0.1:{server.port}") as c:
+        assert c.retrieve([0.1] * D, 5).index_version == first
+        with pytest.raises(grpc.RpcError) as err:
+            c.reload()  # an explicit Reload tries again, and says why it refuses
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason in (err.value.details() or "")
+
+
+def test_dimension_change_is_refused(root: Path, tmp_path: Path) -> None:
+    served = artifact.load(root)
+    records = make_records(N)
+    catalog = tmp_path / "wide.jsonl"
+    write_catalog_jsonl(records, catalog, embeddings=clustered_vectors(N, d=48))
+    wide = artifact.load(_build(catalog, tmp_path / "other"))
+    with pytest.raises(VersionRefused, match="dimension 48 differs"):
+        validate(wide, served, ValidationConfig())
+    validate(wide, None, ValidationConfig())  # a first version has nothing to be compatible with
+
+
+_SLOW_BUILD = """
+import logging, sys, time
+from pathlib import Path
+import indexer
+from indexer import artifact
+from indexer.build import BuildConfig, build
+_fsync = artifact._fsync_file
+def slow_fsync(path):  # a slow disk: every fsync of the publish step takes 40 ms
+    time.sleep(0.04)
+    _fsync(path)
+artifact._fsync_file = slow_fsync
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+build(BuildConfig(Path(sys.argv[1]), Path(sys.argv[2]), index_factory="IVF16,Flat", threads=1))
+"""
+
+
+def _kill_during_publish(catalog: Path, root: Path, rng: random.Random) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_BUILD, str(catalog), str(root)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if line.startswith("Publishing"):
+                time.sleep(rng.uniform(0.0, 0.5))  # somewhere among ~9 slow fsyncs
+                break
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL  # it was still running: killed, not done
+    finally:
+        proc.stderr.close()
+
+
+def test_build_killed_mid_publish_leaves_a_served_loadable_version(
+    server: RunningServer, root: Path, tmp_path: Path
+) -> None:
+    catalog, xb = _catalog(tmp_path)
+    rng = random.Random(5)
+    interrupted = 0
+    with Load(f"127.0.0.1:{server.port}", xb, threads=2) as load:
+        for _ in range(4):
+            before = artifact.resolve(root).name
+            _kill_during_publish(catalog, root, rng)
+            latest = artifact.load(root)  # LATEST names a complete, intact version
+            interrupted += latest.version == before
+            _wait(lambda v=latest.version: _served(server) == v, what="the LATEST version")  # type: ignore[misc]
+        survivor = _served(server)
+    assert interrupted >= 1  # at least one kill landed before LATEST moved
+    assert load.failures == []
+    assert set(load.versions) <= set(artifact.list_versions(root))
+    assert survivor in load.versions
+    assert server.state.refused == {}
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+class Gate:
+    """Holds searches of one searcher until opened; counts the searches that ran."""
+
+    def __init__(self, searcher: Searcher):
+        self.open = threading.Event()
+        self.entered = threading.Event()
+        self.searches = 0
+        inner = searcher.search
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self.searches += 1
+            self.entered.set()
+            self.open.wait(timeout=30)
+            return inner(*args, **kwargs)
+
+        searcher.search = held  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def small_server(root: Path) -> Iterator[RunningServer]:
+    """One worker and room for two calls: the third is refused."""
+    config = ServerConfig(
+        port=0, index=root, workers=1, max_active_calls=2, max_k=100, shadow=NO_SHADOW
+    )
+    running = create_server(config)
+    yield running
+    running.stop()
+
+
+def _code(call: Callable[[], object]) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    code: grpc.StatusCode = err.value.code()
+    return code
+
+
+def test_limits_each_get_their_status_and_the_server_keeps_serving(
+    small_server: RunningServer,
+) -> None:
+    gate = Gate(small_server.state.current())
+    q = [0.1] * D
+    with RetrievalClient(f"127.0.0.1:{small_server.port}", timeout_s=10) as c:
+        assert _code(lambda: c.retrieve(np.ones(400_000), 10)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _code(lambda: c.retrieve(q, 10**6)) == grpc.StatusCode.INVALID_ARGUMENT
+        results: dict[str, object] = {}
+
+        def call(name: str, timeout_s: float) -> None:
+            try:  # filtered: the single-query path, held by the gate
+                results[name] = c.retrieve(q, 5, country="US", timeout_s=timeout_s).index_version
+            except grpc.RpcError as exc:
+                results[name] = exc.code()
+
+        holder = threading.Thread(target=call, args=("holder", 30))
+        holder.start()
+        assert gate.entered.wait(10)  # the only worker is busy
+        queued = threading.Thread(target=call, args=("queued", 0.3))
+        queued.start()
+        _wait(lambda: small_server.metrics.registry.get_sample_value("adindex_rpc_active") == 2)
+        assert _code(lambda: c.retrieve(q, 5)) == grpc.StatusCode.RESOURCE_EXHAUSTED  # queue full
+        queued.join()
+        assert results["queued"] == grpc.StatusCode.DEADLINE_EXCEEDED
+        gate.open.set()
+        holder.join()
+        assert results["holder"] == _served(small_server)
+        assert gate.searches == 1  # the call whose deadline passed in the queue was not searched
+        assert len(c.retrieve(q, 5, country="US").candidates) == 5
+        assert len(c.retrieve(q, 100).candidates) == 100
+    rejected = small_server.metrics.registry.get_sample_value(
+        "adindex_rpc_rejected_total", {"reason": "queue_full"}
+    )
+    assert rejected == 1
+
+
+def test_expired_deadline_is_not_run() -> None:
+    ran = []
+
+    def behaviour(request: object, context: object) -> str:
+        ran.append(request)
+        return "searched"
+
+    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    wrapped = ErrorInterceptor().intercept_service(lambda _d: handler, _Details())
+    assert wrapped is not None and wrapped.unary_unary is not None
+    context = _Context(time_remaining=0.0)
+    with pytest.raises(_Aborted):
+        wrapped.unary_unary("request", context)  # type: ignore[arg-type]
+    assert context.aborted == grpc.StatusCode.DEADLINE_EXCEEDED and ran == []
+    assert wrapped.unary_unary("request", _Context(time_remaining=1.0)) == "searched"  # type: ignore[arg-type]
+
+
+class _Details:
+    method = "/retrieval.v1.RetrievalService/Retrieve"
+    invocation_metadata = ()
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    def __init__(self, time_remaining: float):
+        self._remaining = time_remaining
+        self.aborted: grpc.StatusCode | None = None
+
+    def time_remaining(self) -> float:
+        return self._remaining
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = code
+        raise _Aborted(details)
+
+
+# -- micro-batching -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def searcher(root: Path) -> Searcher:
+    return Searcher(artifact.load(root), max_k=100)
+
+
+def test_batched_search_matches_single_searches(searcher: Searcher, tmp_path: Path) -> None:
+    _, xb = _catalog(tmp_path)
+    xq = np.stack([searcher.check_query(x)[0] for x in xb[:40] + 0.1])
+    for k in (1, 10, 100):
+        batched = searcher.search_batch(xq, k)
+        for q, hits in zip(xq, batched, strict=True):
+            single = searcher.search(q, k)
+            assert hits.ids.tolist() == single.ids.tolist()
+            np.testing.assert_allclose(hits.scores, single.scores, rtol=1e-5)
+
+
+def test_concurrent_calls_share_one_faiss_search(searcher: Searcher, tmp_path: Path) -> None:
+    _, xb = _catalog(tmp_path)
+    metrics = Metrics()
+    batcher = MicroBatcher(BatchConfig(max_batch=64, max_wait_s=1.0), metrics)
+    tickets = [batcher.arrive() for _ in range(8)]  # all arrived: the leader waits for them all
+    ks = [10, 16, 9, 12, 10, 11, 15, 14]  # one k bucket (16): searched with k=16, each sliced
+    out: dict[int, list[int]] = {}
+
+    def call(i: int) -> None:
+        hits = tickets[i].search(searcher, xb[i], ks[i], 0, time.monotonic() + 30)
+        out[i] = hits.ids.tolist()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert metrics.registry.get_sample_value("adindex_batch_size_count") == 1
+    assert metrics.registry.get_sample_value("adindex_batch_size_sum") == 8
+    for i in range(8):
+        assert out[i] == searcher.search(xb[i], ks[i]).ids.tolist()
+
+
+def test_a_call_past_its_deadline_leaves_its_batch(searcher: Searcher, tmp_path: Path) -> None:
+    _, xb = _catalog(tmp_path)
+    batcher = MicroBatcher(BatchConfig(), Metrics())
+    with pytest.raises(DeadlineExceeded):
+        batcher.arrive().search(searcher, xb[0], 10, 0, time.monotonic() - 1)
+    assert len(batcher.arrive().search(searcher, xb[0], 10, 0, time.monotonic() + 5).ids) == 10
+
+
+def test_batching_off_is_the_single_path(root: Path, tmp_path: Path) -> None:
+    _, xb = _catalog(tmp_path)
+    config = ServerConfig(port=0, index=root, batching=None, shadow=NO_SHADOW)
+    running = create_server(config)
+    try:
+        with Load(f"127.0.0.1:{running.port}", xb) as load:
+            _wait(lambda: load.calls > 200, what="calls")
+        assert load.failures == []
+        reg = running.metrics.registry
+        assert reg.get_sample_value("adindex_batch_size_count") == reg.get_sample_value(
+            "adindex_batch_size_sum"
+        )
+    finally:
+        running.stop()
+
+
+def test_manifest_of_a_republished_version_is_complete(root: Path) -> None:
+    name = _republish(root, artifact.resolve(root), lambda _s, _m: None)
+    manifest = json.loads((root / name / artifact.MANIFEST).read_text())
+    assert manifest["version"] == name and set(manifest["files"]) >= {artifact.INDEX_FILE}
+    artifact.load(root / name)

@@ -1,0 +1,293 @@
+"""Operating the server: metrics and shadow recall, TLS, admin auth, draining on SIGTERM, logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import logging
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2
+
+from indexer.build import BuildConfig, BuildResult, build
+from indexer.catalog import AdRecord, write_catalog_jsonl
+from retrieval.client import RetrievalClient
+from retrieval.serve_cli import JsonFormatter
+from retrieval.server import RunningServer, ServerConfig, create_server
+from retrieval.shadow import ShadowConfig
+from support import clustered_vectors, exact_topk, make_records, recall_at_k
+
+VectorCatalog = tuple[Path, list[AdRecord], np.ndarray]
+TOKEN = "ops-token"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    catalog = tmp_path / "ads.jsonl"
+    write_catalog_jsonl(make_records(2000), catalog, embeddings=clustered_vectors(2000))
+    out = tmp_path / "index"
+    build(BuildConfig(catalog=catalog, out=out, index_factory="IVF16,Flat", nprobe=4, threads=1))
+    return out
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one series in Prometheus text format (labels in any order)."""
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', series))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    raise AssertionError(f"no {name}{labels} in the metrics")
+
+
+def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
+    built_index: BuildResult, vector_catalog: VectorCatalog
+) -> None:
+    _, records, xb = vector_catalog
+    config = ServerConfig(
+        port=0,
+        index=built_index.version_dir.parent,
+        metrics_port=0,
+        shadow=ShadowConfig(sample_rate=1.0, queue_size=1000, max_duty=1.0, seed=1),
+    )
+    running = create_server(config)
+    try:
+        rng = np.random.default_rng(3)
+        xq = xb[rng.choice(len(xb), 200, replace=False)] + 0.3 * rng.standard_normal((200, 32))
+        xq = (xq / np.linalg.norm(xq, axis=1, keepdims=True)).astype(np.float32)
+        row = {r.ad_id: i for i, r in enumerate(records)}
+        with RetrievalClient(f"127.0.0.1:{running.port}") as c:
+            found = [[row[a.ad_id] for a in c.retrieve(q, 20, nprobe=1).candidates] for q in xq]
+            with pytest.raises(grpc.RpcError):
+                c.retrieve([0.1] * 31, 5)
+        assert running.shadow is not None and running.shadow.wait_idle(60)
+        assert running.metrics_port is not None
+        text = _scrape(running.metrics_port)
+    finally:
+        running.stop()
+    eligible = np.array([r.status == "active" for r in records])
+    offline = recall_at_k(found, exact_topk(xb, xq, 20, eligible))
+    version = built_index.version_dir.name
+    count = _sample(text, "adindex_shadow_recall_count", version=version)
+    shadow = _sample(text, "adindex_shadow_recall_sum", version=version) / count
+    assert count == 200
+    assert 0.3 < offline < 0.99  # nprobe=1 misses some: the comparison means something
+    assert shadow == pytest.approx(offline, abs=1e-6)
+    method = "RetrievalService/Retrieve"
+    assert _sample(text, "adindex_rpc_duration_seconds_count", method=method, code="OK") == 200
+    assert (
+        _sample(text, "adindex_rpc_duration_seconds_count", method=method, code="INVALID_ARGUMENT")
+        == 1
+    )
+    assert _sample(text, "adindex_rpc_queue_seconds_count", method=method) == 201
+    assert _sample(text, "adindex_batch_size_sum") == 200
+    m = built_index.manifest
+    assert _sample(text, "adindex_index_info", version=version, factory=m["index"]["factory"]) == 1
+    assert _sample(text, "adindex_ads", state="total") == m["counts"]["ads"]
+    assert _sample(text, "adindex_ads", state="paused") == m["counts"]["paused"]
+    assert _sample(text, "adindex_index_events_total", event="loaded") == 1
+    for event in ("swapped", "refused", "freed"):
+        assert _sample(text, "adindex_index_events_total", event=event) == 0
+    assert _sample(text, "adindex_rpc_rejected_total", reason="queue_full") == 0
+    assert _sample(text, "adindex_shadow_queries_total", outcome="measured") == 200
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "server.crt", tmp / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_round_trip_and_admin_token(root: Path, tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    config = ServerConfig(port=0, index=root, tls_cert=cert, tls_key=key, admin_token=TOKEN)
+    running = create_server(config)
+    target = f"127.0.0.1:{running.port}"
+    try:
+        with RetrievalClient(target, root_cert=cert, admin_token=TOKEN) as c:
+            assert len(c.retrieve([0.1] * 32, 5).candidates) == 5
+            assert not c.reload().changed
+        with RetrievalClient(target, root_cert=cert.read_bytes(), server_name="localhost") as c:
+            assert c.info().index_version == running.state.current().version
+            for call in (c.reload, lambda: c.pause(ad_ids=["ad-00001"])):
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with RetrievalClient(target, root_cert=cert, admin_token="wrong") as c:
+            with pytest.raises(grpc.RpcError) as err:
+                c.reload()
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with RetrievalClient(target, timeout_s=2) as plaintext:
+            with pytest.raises(grpc.RpcError) as err:
+                plaintext.retrieve([0.1] * 32, 5)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        running.stop()
+
+
+def _health(running: RunningServer) -> int:
+    response = running.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+    status: int = response.status
+    return status
+
+
+def test_drain_finishes_in_flight_calls_and_refuses_new_ones(root: Path) -> None:
+    running = create_server(ServerConfig(port=0, index=root, grace_s=10))
+    searcher = running.state.current()
+    entered, release = threading.Event(), threading.Event()
+    inner = searcher.search
+
+    def held(*args: object, **kwargs: object) -> object:
+        entered.set()
+        release.wait(30)
+        return inner(*args, **kwargs)  # type: ignore[arg-type]
+
+    searcher.search = held  # type: ignore[method-assign, assignment]
+    result: dict[str, object] = {}
+    with RetrievalClient(f"127.0.0.1:{running.port}", timeout_s=30) as c:
+        in_flight = threading.Thread(
+            target=lambda: result.update(r=c.retrieve([0.1] * 32, 5, country="US"))
+        )
+        in_flight.start()
+        assert entered.wait(10)
+        assert _health(running) == health_pb2.HealthCheckResponse.SERVING
+        drain = threading.Thread(target=running.drain, args=(10,))
+        drain.start()
+        deadline = time.monotonic() + 10
+        while _health(running) != health_pb2.HealthCheckResponse.NOT_SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(grpc.RpcError) as err:
+            c.retrieve([0.1] * 32, 5, timeout_s=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        release.set()
+        in_flight.join()
+        drain.join()
+    assert len(result["r"].candidates) == 5  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def subprocess_server(root: Path) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", "serve", "--index", str(root), "--port", "0",
+         "--grace-s", "10", "--log-format", "json"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+    port = 0
+    for line in proc.stderr:
+        lines.append(line)
+        match = re.search(r"Listening on 127\.0\.0\.1:(\d+)", line)
+        port = int(match.group(1)) if match else port
+        if "Serving index" in line:
+            break
+    assert port, "".join(lines)
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+    reader.start()
+    yield proc, port, lines
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    reader.join(timeout=5)
+    proc.stderr.close()
+
+
+def test_sigterm_drains_cleanly(
+    subprocess_server: tuple[subprocess.Popen[str], int, list[str]],
+) -> None:
+    proc, port, lines = subprocess_server
+    codes: list[str] = []
+    stop = threading.Event()
+    sent: list[float] = []
+
+    def load() -> None:
+        with RetrievalClient(f"127.0.0.1:{port}", timeout_s=10) as c:
+            while not stop.is_set():
+                try:
+                    c.retrieve([0.1] * 32, 10)
+                    codes.append("OK" if not sent else "OK after SIGTERM")
+                except grpc.RpcError as exc:
+                    codes.append(exc.code().name)
+                    if sent:
+                        return
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while codes.count("OK") < 50 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sent.append(time.monotonic())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    stop.set()
+    for t in threads:
+        t.join()
+    assert codes.count("OK") >= 50
+    assert set(codes) <= {"OK", "OK after SIGTERM", "UNAVAILABLE"}, set(codes)
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("Draining") for m in messages)
+    assert messages[-1] == "Stopped"
+    assert {"ts", "level", "logger", "message"} <= set(records[0])
+
+
+def test_json_log_lines() -> None:
+    record = logging.LogRecord("retrieval.x", logging.INFO, __file__, 1, "v %s", ("a",), None)
+    record.version = "v1"
+    out = json.loads(JsonFormatter().format(record))
+    assert out["message"] == "v a" and out["level"] == "INFO" and out["version"] == "v1"
