@@ -83,7 +83,8 @@ def load_dataset(cfg: BenchConfig) -> tuple[Dataset | None, Esci | None]:
 def make_systems(cfg: BenchConfig, ds: Dataset) -> list[System]:
     """The systems the config asks for, in dependency order (adindex before its reusers)."""
     metric: Metric = ds.metric
-    adindex = AdindexInProcess(cfg.factory, cfg.nprobes)
+    held_out = ds.xq[cfg.nq_eval : cfg.nq_eval + 500]  # queries never measured below
+    adindex = AdindexInProcess(cfg.factory, cfg.nprobes, k_factor=cfg.k_factor, held_out=held_out)
     made: dict[str, System] = {
         "faiss-flat": ExactFaiss(metric),
         "adindex": adindex,
@@ -301,6 +302,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         ("--d", int, "dimension (synthetic)"), ("--seed", int, None), ("--k", int, "neighbours per query"),
         ("--nq-eval", int, "queries measured (recall, latency, QPS)"), ("--warmup", int, None),
         ("--repeats", int, "timed passes"), ("--factory", str, "adindex index factory string"),
+        ("--k-factor", int, "adindex re-ranking depth (k * k_factor candidates)"), ("--tag", str, "results folder suffix"),
         ("--nprobes", _ints, "adindex/FAISS nprobe sweep, e.g. 8,16,32"), ("--ef-search", _ints, "hnswlib sweep"),
         ("--hnsw-m", int, None), ("--hnsw-ef-construction", int, None), ("--hnsw-max-build-min", float, None),
         ("--lance-nprobes", _ints, None), ("--lance-refine", _ints, "0 = no refine"), ("--lance-partitions", int, None),

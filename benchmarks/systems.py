@@ -9,6 +9,7 @@ artifact (in a child process, so its wall time and peak memory are its own), and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import resource
@@ -198,12 +199,32 @@ def _build_child(kwargs: dict[str, Any], conn: Connection) -> None:
 
 
 def build_artifact(
-    catalog: Path, out: Path, *, factory: str | None, threads: int
+    catalog: Path,
+    out: Path,
+    *,
+    factory: str | None,
+    k_factor: int | None,
+    threads: int,
+    queries: Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``indexer.build.build`` in a spawned child; returns version_dir, wall_s, peak_rss_mb."""
+    """Run ``indexer.build.build`` in a spawned child; returns version_dir, wall_s, peak_rss_mb.
+
+    ``queries`` (an .npy of held-out queries, never the measured ones) feeds the build's own
+    recall evaluation where the indexer has one; its recall gate is always overridden.
+    """
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    kwargs = {"catalog": catalog, "out": out, "index_factory": factory, "threads": threads}
+    from indexer.build import BuildConfig
+
+    kwargs: dict[str, Any] = {"catalog": catalog, "out": out, "index_factory": factory}
+    kwargs["threads"] = threads
+    if k_factor is not None:
+        kwargs["k_factor"] = k_factor
+    known = {f.name for f in dataclasses.fields(BuildConfig)}
+    if "allow_below_target" in known:  # the benchmark measures every index; it does not gate
+        kwargs["allow_below_target"] = True
+    if queries is not None and "queries" in known:
+        kwargs["queries"] = queries
     proc = ctx.Process(target=_build_child, args=(kwargs, child), name="adindex-build")
     proc.start()
     child.close()
@@ -222,9 +243,18 @@ class AdindexInProcess(System):
 
     name = "adindex"
 
-    def __init__(self, factory: str | None, nprobes: tuple[int, ...], *, build_threads: int = 2):
+    def __init__(
+        self,
+        factory: str | None,
+        nprobes: tuple[int, ...],
+        *,
+        k_factor: int | None = None,
+        build_threads: int = 2,
+        held_out: np.ndarray | None = None,
+    ):
         super().__init__()
-        self.factory = factory
+        self.factory, self.k_factor = factory, k_factor
+        self.held_out = held_out  # queries for the build's own recall evaluation (not measured)
         self.nprobes = nprobes
         self.build_threads = build_threads
         self.version_dir: Path | None = None
@@ -237,8 +267,17 @@ class AdindexInProcess(System):
         write_vector_catalog(catalog, ds.xb)
         catalog_s = time.perf_counter() - t0
         logger.info("Wrote %s (%d rows) in %.1f s", catalog, ds.nb, catalog_s)
+        queries = None
+        if self.held_out is not None and len(self.held_out):
+            queries = workdir / "held_out_queries.npy"
+            np.save(queries, np.ascontiguousarray(self.held_out, dtype=np.float32))
         info = build_artifact(
-            catalog, workdir / "index", factory=self.factory, threads=self.build_threads
+            catalog,
+            workdir / "index",
+            factory=self.factory,
+            k_factor=self.k_factor,
+            threads=self.build_threads,
+            queries=queries,
         )
         self.version_dir = Path(info["version_dir"])
         from indexer.artifact import INDEX_FILE, load
@@ -263,6 +302,9 @@ class AdindexInProcess(System):
                 "artifact_bytes": dir_bytes(self.version_dir),
                 "default_nprobe": int(art.manifest["search"]["nprobe"]),
                 "k_factor": art.manifest["search"].get("k_factor"),
+                "build_eval_queries": "held-out benchmark queries"
+                if queries
+                else "indexer default",
             },
         )
         return self.built
