@@ -1,11 +1,13 @@
 """Micro-batching: concurrent unfiltered Retrieve calls share one FAISS search call.
 
-There is no batching thread. The first call of a group (same searcher, same effective nprobe,
-same k bucket) becomes the batch's *leader*: it waits until the batch holds ``max_batch``
-queries, or ``max_wait_s`` passed, or no other call is still on its way to a batch (so a lone
-caller never waits), then runs ``Searcher.search_batch`` for everybody on its own worker thread
-and hands each follower its rows. Several batches can run at once on different workers, one
-per core, with FAISS releasing the GIL during the search.
+There is no batching thread. At most ``max_concurrent`` batched FAISS searches run at once
+(one per core). The first call of a group (same searcher, same effective nprobe, same k
+bucket) becomes the batch's *leader*; while every search slot is busy, calls of its group that
+arrive meanwhile join its batch (up to ``max_batch``). As soon as a slot is free the leader
+closes the batch, runs ``Searcher.search_batch`` for everybody on its own worker thread and
+hands each follower its rows. So batches grow with the load by themselves, and a lone caller
+never waits. ``max_wait_s`` (default 0) additionally lets a leader with a free slot wait that
+long for calls already on their way (arrived, not yet parsed) to join.
 
 Only unfiltered calls are batched: filtered ones need their own selector, and diversity caps
 their own candidate depth, so they take the single-query path. A call whose deadline passes
@@ -33,11 +35,14 @@ class BatchConfig:
     """Bounds of one micro-batch."""
 
     max_batch: int = 32  # queries per FAISS call
-    max_wait_s: float = 0.002  # longest a leader waits for company
+    max_wait_s: float = 0.0  # longest a leader with a free slot waits for calls on their way
+    max_concurrent: int = 2  # batched FAISS searches at once (the cores FAISS may use)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
+        if self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1; got {self.max_concurrent}")
         if not 0 <= self.max_wait_s <= 1:
             raise ValueError(f"max_wait_s must be in [0, 1] s; got {self.max_wait_s}")
 
@@ -69,6 +74,7 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._open: dict[tuple[int, int, int], _Batch] = {}
         self._undecided = 0  # calls that arrived and have not yet joined a batch or left
+        self._running = 0  # batched searches in progress
 
     def arrive(self) -> Ticket:
         """Register a call as soon as it starts, so leaders know company is on its way."""
@@ -86,11 +92,8 @@ class MicroBatcher:
         self, searcher: Searcher, xq: np.ndarray, k: int, nprobe: int, deadline: float
     ) -> tuple[_Batch, int, bool]:
         nprobe = nprobe or searcher.default_nprobe
-        key = (
-            id(searcher),
-            nprobe,
-            k_bucket(k),
-        )  # the open batch keeps the searcher (and id) alive
+        # While a batch is open it holds the searcher, so the searcher's id stays unique.
+        key = (id(searcher), nprobe, k_bucket(k))
         with self._cond:
             self._undecided -= 1
             batch = self._open.get(key)
@@ -111,21 +114,33 @@ class MicroBatcher:
         if self._open.get(key) is batch:
             del self._open[key]
 
+    def _ready(self, batch: _Batch, end: float) -> tuple[bool, float | None]:
+        """(may the leader run now, how long to wait before looking again); holds the lock."""
+        if self._running >= self.config.max_concurrent:
+            return False, None  # woken when a search finishes
+        remaining = end - time.monotonic()
+        if batch.closed or self._undecided == 0 or remaining <= 0:
+            return True, None
+        return False, remaining
+
     def _lead(self, batch: _Batch, key: tuple[int, int, int]) -> None:
         end = time.monotonic() + self.config.max_wait_s
         with self._cond:
-            while not batch.closed and self._undecided > 0:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+            ready, timeout = self._ready(batch, end)
+            while not ready:
+                self._cond.wait(timeout)
+                ready, timeout = self._ready(batch, end)
             self._close(key, batch)
+            self._running += 1
         try:
             self._run(batch)
         except BaseException as exc:
             batch.error = exc
             raise
         finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
             batch.done.set()
 
     def _run(self, batch: _Batch) -> None:

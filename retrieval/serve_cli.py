@@ -74,7 +74,14 @@ def add_serving_flags(p: argparse.ArgumentParser) -> None:
         "--max-batch-wait-ms",
         type=float,
         default=BatchConfig.max_wait_s * 1e3,
-        help="longest a batch waits for more calls (default: %(default)s)",
+        help="longest a batch with a free search slot waits for calls on their way (default: %(default)s)",
+    )
+    add(
+        "--batch-searches",
+        type=int,
+        default=BatchConfig.max_concurrent,
+        help="batched FAISS searches running at once; calls arriving meanwhile join the next "
+        "batch (default: %(default)s, one per core)",
     )
     add(
         "--max-active-calls",
@@ -120,7 +127,11 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.log_format == "json":
         use_json_logs()
     batching = (
-        BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_batch_wait_ms / 1e3)
+        BatchConfig(
+            max_batch=args.max_batch,
+            max_wait_s=args.max_batch_wait_ms / 1e3,
+            max_concurrent=args.batch_searches,
+        )
         if args.batching
         else None
     )
