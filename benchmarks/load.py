@@ -1,0 +1,413 @@
+"""Loopback load generator for the gRPC server: achieved QPS and p50/p95/p99 at a fixed offered
+rate and at saturation, with and without micro-batching, plus recall@k through the server.
+
+Clients are spread over ``--procs`` processes (``spawn``: no fork after FAISS or gRPC started),
+each running threads with their own channel; Python client overhead is real on two cores, so
+the client processes compete with the server for the same CPUs and the numbers are a lower
+bound for the server. Every run is bounded in time (``--duration-s``) and in calls
+(``--max-calls``), and only 127.0.0.1 targets are accepted.
+
+    # an artifact from the calibrated synthetic set (base, queries and exact top-k)
+    python -m benchmarks.load make-index --nb 100000 --out /tmp/load-100k
+    # start the server (batching on, then off) and sweep saturation and fixed rates
+    python -m benchmarks.load run --index /tmp/load-100k/index --batching on,off \\
+        --clients 1,4,16,32 --rates 250,500,1000,1500 --duration-s 10
+
+Modes: ``saturate`` (closed loop: each client sends its next call when the last returns) and
+``rate`` (open loop at a fixed total rate; latency counts from the scheduled send time, so a
+client that falls behind is charged for it: no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from benchmarks.load_index import make_index, served_recall
+from benchmarks.load_report import plot, record, table
+
+logger = logging.getLogger(__name__)
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before FAISS loads (make-index, truth)
+RESULTS = Path("benchmarks/results/load")
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """One load level against one server."""
+
+    target: str
+    mode: Literal["saturate", "rate"]
+    clients: int
+    procs: int
+    duration_s: float
+    warmup_s: float
+    max_calls: int
+    k: int
+    nprobe: int = 0
+    rate_qps: float = 0.0  # rate mode: total offered calls/s
+
+    def __post_init__(self) -> None:
+        host = self.target.rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost"):
+            raise ValueError(f"target must be on 127.0.0.1 (loopback only); got {self.target}")
+        if self.clients < 1 or self.procs < 1:
+            raise ValueError(f"clients and procs must be >= 1; got {self.clients}, {self.procs}")
+        if not 0 <= self.warmup_s < self.duration_s <= 600:
+            raise ValueError(
+                f"need 0 <= warmup_s < duration_s <= 600; got {self.warmup_s}, {self.duration_s}"
+            )
+        if self.mode == "rate" and self.rate_qps <= 0:
+            raise ValueError(f"rate mode needs rate_qps > 0; got {self.rate_qps}")
+
+
+@dataclass
+class LoadResult:
+    run: LoadRun
+    qps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    ok: int
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+# -- client processes -----------------------------------------------------------------------------
+
+
+def _client_thread(
+    run: LoadRun,
+    xq: np.ndarray,
+    index: int,
+    start: float,
+    quota: int,
+    out: list[tuple[float, float, str]],
+) -> None:
+    import grpc
+
+    from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    requests = [
+        retrieval_pb2.RetrieveRequest(user_embedding=q.tolist(), k=run.k, nprobe=run.nprobe)
+        for q in xq[index % len(xq) :][:256]
+    ] or [retrieval_pb2.RetrieveRequest(user_embedding=xq[0].tolist(), k=run.k)]
+    with grpc.insecure_channel(run.target) as channel:
+        call = retrieval_pb2_grpc.RetrievalServiceStub(channel).Retrieve  # type: ignore[no-untyped-call]
+        call(requests[0], timeout=30)  # connect before the clock starts
+        interval = run.clients / run.rate_qps if run.mode == "rate" else 0.0
+        due = start + (index / run.rate_qps if run.mode == "rate" else 0.0)
+        end = start + run.duration_s
+        time.sleep(max(0.0, start - time.time()))
+        for i in range(quota):
+            if run.mode == "rate":
+                time.sleep(max(0.0, due - time.time()))
+                sent = due  # charged from when the call was due, even if we are late
+                due += interval
+            else:
+                sent = time.time()
+            if sent >= end or time.time() > end + run.duration_s:  # done, or hopelessly behind
+                break
+            try:
+                call(requests[i % len(requests)], timeout=10)
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = exc.code().name
+            out.append((sent - start, time.time() - sent, code))
+
+
+def _client_process(
+    run: LoadRun, xq: np.ndarray, first: int, count: int, start: float, conn: Connection
+) -> None:
+    """One spawned process running ``count`` client threads; sends back (sent, latency, code)."""
+    out: list[tuple[float, float, str]] = []
+    quota = max(1, run.max_calls // run.clients)
+    threads = [
+        threading.Thread(target=_client_thread, args=(run, xq, first + i, start, quota, out))
+        for i in range(count)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conn.send(out)
+    conn.close()
+
+
+def drive(run: LoadRun, xq: np.ndarray) -> LoadResult:
+    """Run one load level; returns achieved QPS and latency percentiles of the measured window."""
+    ctx = mp.get_context("spawn")
+    procs = min(run.procs, run.clients)
+    share = [run.clients // procs + (i < run.clients % procs) for i in range(procs)]
+    start = time.time() + 3.0 + 0.5 * procs  # time for the spawned interpreters to import
+    pipes, workers = [], []
+    for i, count in enumerate(share):
+        receive, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_client_process, args=(run, xq, sum(share[:i]), count, start, send))
+        p.start()
+        pipes.append(receive)
+        workers.append(p)
+    samples: list[tuple[float, float, str]] = []
+    for receive, p in zip(pipes, workers, strict=True):
+        samples += receive.recv()
+        p.join()
+    return summarize(run, samples)
+
+
+def summarize(run: LoadRun, samples: Sequence[tuple[float, float, str]]) -> LoadResult:
+    """Latency percentiles of calls sent (or due) in the window after warm-up, and the rate at
+    which they completed: over the wall time from the window's start to its last completion."""
+    window = [s for s in samples if run.warmup_s <= s[0] < run.duration_s]
+    ok = np.array([lat for _, lat, code in window if code == "OK"]) * 1e3
+    errors: dict[str, int] = {}
+    for _, _, code in window:
+        if code != "OK":
+            errors[code] = errors.get(code, 0) + 1
+    wall_s = max((sent + lat for sent, lat, _ in window), default=0.0) - run.warmup_s
+    p50, p95, p99 = np.percentile(ok, [50, 95, 99]) if len(ok) else (np.nan,) * 3
+    return LoadResult(
+        run=run,
+        qps=len(ok) / wall_s if wall_s > 0 else 0.0,
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        ok=len(ok),
+        errors=errors,
+    )
+
+
+# -- the server under test --------------------------------------------------------------------------
+
+
+class Server:
+    """``adindex serve`` in a subprocess on a free loopback port; SIGTERM on exit."""
+
+    def __init__(self, index: Path, batching: bool, workers: int, extra: Sequence[str] = ()):
+        cmd = [
+            sys.executable,
+            "-m",
+            "retrieval.cli",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            "0",
+            "--batching",
+            "on" if batching else "off",
+            "--workers",
+            str(workers),
+            "--shadow-rate",
+            "0",
+            "--watch-interval-s",
+            "0",
+            "--max-active-calls",
+            "4096",
+            *extra,
+        ]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        port, lines = 0, []
+        for line in self.proc.stderr:
+            lines.append(line)
+            match = re.search(r"Listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(match.group(1)) if match else port
+            if "Serving index" in line:
+                break
+        if not port or self.proc.poll() is not None:
+            raise RuntimeError("server did not start:\n" + "".join(lines))
+        self.target = f"127.0.0.1:{port}"
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep the pipe empty
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0]
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make-index", help="publish an artifact from the calibrated synthetic set")
+    m.add_argument("--nb", type=int, default=100_000)
+    m.add_argument("--nq", type=int, default=1000)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--factory", default="IVF1024,PQ96x4fs,RFlat", help="(adindex's choice at 100k)")
+    m.add_argument(
+        "--target-recall", type=float, default=0.95, help="recall@100 the defaults must reach"
+    )
+    r = sub.add_parser("run", help="drive a server at saturation and at fixed rates")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--index", type=Path, help="artifact root: start `adindex serve` on it per --batching"
+    )
+    g.add_argument("--server", help="an already running server, 127.0.0.1:PORT")
+    r.add_argument(
+        "--batching",
+        default="on,off",
+        help="with --index: settings to compare (default: %(default)s)",
+    )
+    r.add_argument("--workers", type=int, default=8, help="with --index: server worker threads")
+    r.add_argument(
+        "--clients",
+        type=_ints,
+        default=[1, 4, 16, 32],
+        help="saturation levels (default: 1,4,16,32)",
+    )
+    r.add_argument(
+        "--rates", type=_ints, default=[], help="offered total calls/s, e.g. 250,500,1000,1500"
+    )
+    r.add_argument("--rate-clients", type=int, default=16, help="clients sharing each offered rate")
+    r.add_argument("--procs", type=int, default=4, help="client processes (default: %(default)s)")
+    r.add_argument("--duration-s", type=float, default=10.0)
+    r.add_argument("--warmup-s", type=float, default=2.0)
+    r.add_argument("--max-calls", type=int, default=200_000, help="per level, all clients together")
+    r.add_argument("--k", type=int, default=100)
+    r.add_argument("--nprobe", type=int, default=0, help="0 = the index's default")
+    r.add_argument(
+        "--queries", type=Path, help=".npy queries (default: queries.npy beside the index root)"
+    )
+    r.add_argument(
+        "--recall-queries", type=int, default=200, help="queries for recall@k through the server"
+    )
+    r.add_argument(
+        "--rounds", type=int, default=1, help="repeat every level this often, interleaved"
+    )
+    r.add_argument("--out", type=Path, default=RESULTS)
+    r.add_argument("--label", default="", help="added to the output file names")
+    return p.parse_args(argv)
+
+
+def _levels(args: argparse.Namespace, target: str) -> list[LoadRun]:
+    common = {
+        "target": target,
+        "procs": args.procs,
+        "duration_s": args.duration_s,
+        "warmup_s": args.warmup_s,
+        "max_calls": args.max_calls,
+        "k": args.k,
+        "nprobe": args.nprobe,
+    }
+    runs = [LoadRun(mode="saturate", clients=c, **common) for c in args.clients]
+    runs += [
+        LoadRun(mode="rate", clients=args.rate_clients, rate_qps=q, **common) for q in args.rates
+    ]
+    return runs
+
+
+def _describe(
+    args: argparse.Namespace, target: str, xq: np.ndarray, batching: str
+) -> dict[str, Any]:
+    """What is being measured: the served index, and its recall@k through the server."""
+    from retrieval.client import RetrievalClient
+
+    with RetrievalClient(target) as client:
+        info = client.info()
+    extra: dict[str, Any] = {
+        "batching": batching,
+        "index_key": info.index_factory,
+        "nb": info.ad_count,
+        "default_nprobe": info.default_nprobe,
+        "server_workers": args.workers,
+    }
+    truth_path = args.index.parent / "truth.npy" if args.index else None
+    if truth_path is not None and truth_path.is_file():
+        n = min(args.recall_queries, len(xq))
+        truth = np.load(truth_path)[:n]
+        extra["recall_at_k"] = served_recall(target, xq[:n], truth, args.k, args.nprobe)
+        logger.info(
+            "recall@%d through the server (batching %s): %.4f",
+            args.k,
+            batching,
+            extra["recall_at_k"],
+        )
+    return extra
+
+
+def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every load level against every server, interleaved (level by level, setting by setting,
+    ``--rounds`` times), so a shared machine's changing background load hits all settings alike."""
+    queries = args.queries or (args.index.parent / "queries.npy" if args.index else None)
+    if queries is None or not queries.is_file():
+        raise SystemExit("need --queries (or queries.npy beside the index root, from make-index)")
+    xq = np.load(queries).astype(np.float32)
+    servers: dict[str, Server] = {}
+    try:
+        targets = {"?": args.server} if args.server else {}
+        for setting in args.batching.split(",") if args.index else []:
+            servers[setting] = Server(args.index, setting == "on", args.workers)
+            targets[setting] = servers[setting].target
+        extras = {setting: _describe(args, t, xq, setting) for setting, t in targets.items()}
+        rows = []
+        for level in _levels(args, "127.0.0.1:0"):  # each run gets its server below
+            for round_ in range(args.rounds):
+                for setting, target in targets.items():
+                    run = dataclasses.replace(level, target=target)
+                    row = record(drive(run, xq), round=round_, **extras[setting])
+                    keys = (
+                        "batching",
+                        "mode",
+                        "clients",
+                        "offered_qps",
+                        "qps",
+                        "p50_ms",
+                        "p99_ms",
+                        "errors",
+                    )
+                    logger.info("%s", json.dumps({k: row[k] for k in keys}))
+                    rows.append(row)
+        return rows
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = parse_args(argv)
+    if args.command == "make-index":
+        version_dir = make_index(args.nb, args.nq, args.out, args.factory, args.target_recall)
+        print(f"published {version_dir}; queries and truth in {args.out}")
+        return 0
+    rows = run_load(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"load{'-' + args.label if args.label else ''}"
+    with (args.out / f"{stem}.jsonl").open("a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    print(table(rows))
+    print(f"wrote {args.out / (stem + '.jsonl')} and {plot(rows, args.out / (stem + '.png'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Output of ``benchmarks.load``: one JSON line per load level, a table, a latency/QPS plot."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.load import LoadResult
+
+
+def _git_sha() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty.strip() else "")
+
+
+def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
+    """One JSON line: the run, what it achieved, and where it ran."""
+    run = asdict(result.run)
+    return {
+        "name": "adindex-grpc-load",
+        **{
+            k: run[k] for k in ("mode", "clients", "procs", "k", "nprobe", "duration_s", "warmup_s")
+        },
+        "offered_qps": result.run.rate_qps or None,
+        "qps": round(result.qps, 1),
+        "p50_ms": round(result.p50_ms, 3),
+        "p95_ms": round(result.p95_ms, 3),
+        "p99_ms": round(result.p99_ms, 3),
+        "ok": result.ok,
+        "errors": result.errors,
+        **extra,
+        "load_avg_1m": os.getloadavg()[0],
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "host": platform.node(),
+        },
+        "git_sha": _git_sha(),
+    }
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    head = f"{'batching':>8} {'mode':>8} {'clients':>7} {'offered':>8} {'qps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'R@k':>6}  errors"
+    lines = [head]
+    for r in rows:
+        offered = f"{r['offered_qps']:.0f}" if r["offered_qps"] else "-"
+        recall = f"{r['recall_at_k']:.3f}" if r.get("recall_at_k") is not None else "-"
+        lines.append(
+            f"{r['batching']:>8} {r['mode']:>8} {r['clients']:>7} {offered:>8} {r['qps']:>8.0f} "
+            f"{r['p50_ms']:>7.2f} {r['p95_ms']:>7.2f} {r['p99_ms']:>7.2f} {recall:>6}  {r['errors'] or ''}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """p50 and p99 latency against achieved QPS, one curve per batching setting and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (batching, mode), group in _groups(rows).items():
+        group = sorted(group, key=lambda r: (r["clients"], r["offered_qps"] or 0))  # by load
+        qps = [r["qps"] for r in group]
+        line = ax.plot(
+            qps, [r["p99_ms"] for r in group], marker="o", label=f"batching {batching}, {mode}: p99"
+        )
+        ax.plot(
+            qps,
+            [r["p50_ms"] for r in group],
+            marker=".",
+            linestyle="--",
+            color=line[0].get_color(),
+            label=f"batching {batching}, {mode}: p50",
+        )
+    ax.set_xlabel("achieved Retrieve calls/s")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    first = rows[0]
+    ax.set_title(
+        f"adindex gRPC, {first.get('index_key', '')}, k={first['k']}, {first['machine']['cores']} cores (shared)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["batching"], r["mode"]), []).append(r)
+    return out
