@@ -123,7 +123,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--model", type=Path, help="model for embedding upserted ad text (default: the index's own)"
     )
     p.add_argument(
-        "--workers", type=int, default=8, help="gRPC worker threads (default: %(default)s)"
+        "--workers", type=int, default=16, help="gRPC worker threads (default: %(default)s)"
     )
     add_serving_flags(p)
 
