@@ -60,7 +60,17 @@ class Metrics:
     )
 
     def __post_init__(self) -> None:
-        r = self.registry
+        self._init_rpc(self.registry)
+        self._init_index(self.registry)
+        self._init_shadow(self.registry)
+        for event in ("loaded", "swapped", "refused", "freed"):
+            self.index_events.labels(event)  # export zeros so dashboards see the series
+        for reason in ("queue_full", "draining"):
+            self.rpc_rejected.labels(reason)
+        self._info_labels: tuple[str, str, str] | None = None
+        self._info_lock = threading.Lock()
+
+    def _init_rpc(self, r: CollectorRegistry) -> None:
         self.rpc_duration = Histogram(
             "adindex_rpc_duration_seconds",
             "Time from a call's arrival to its reply, by method and status code",
@@ -90,6 +100,8 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+
+    def _init_index(self, r: CollectorRegistry) -> None:
         self.index_info = Gauge(
             "adindex_index_info",
             "1 for the index version being served",
@@ -109,6 +121,8 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=r,
         )
+
+    def _init_shadow(self, r: CollectorRegistry) -> None:
         self.shadow_recall = Histogram(
             "adindex_shadow_recall",
             "recall@k of sampled live queries against exact search over the same eligible ads",
@@ -122,12 +136,6 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        for event in ("loaded", "swapped", "refused", "freed"):
-            self.index_events.labels(event)  # export zeros so dashboards see the series
-        for reason in ("queue_full", "draining"):
-            self.rpc_rejected.labels(reason)
-        self._info_labels: tuple[str, str, str] | None = None
-        self._info_lock = threading.Lock()
 
     def set_index(self, version: str, model: str, factory: str) -> None:
         """Point ``adindex_index_info`` at the version now served (the previous one is removed)."""

@@ -55,7 +55,7 @@ def _on_off(text: str) -> bool:
     return text == "on"
 
 
-def add_serving_flags(p: argparse.ArgumentParser) -> None:
+def _batching_flags(p: argparse.ArgumentParser) -> None:
     add = p.add_argument
     add(
         "--batching",
@@ -83,6 +83,11 @@ def add_serving_flags(p: argparse.ArgumentParser) -> None:
         help="batched FAISS searches running at once; calls arriving meanwhile join the next "
         "batch (default: %(default)s, one per core)",
     )
+
+
+def add_serving_flags(p: argparse.ArgumentParser) -> None:
+    _batching_flags(p)
+    add = p.add_argument
     add(
         "--max-active-calls",
         type=int,
