@@ -115,17 +115,18 @@ class ServingInterceptor(_Interceptor):
             # the same test, made a moment later, counts it (a call finishing in between can
             # make this undercount slightly).
             self._metrics.rpc_rejected.labels("queue_full").inc()
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streams (health Watch, reflection) are neither timed nor refused
         draining = self.draining and not method.startswith(HEALTH_PREFIX)
         if draining:
             self._metrics.rpc_rejected.labels("draining").inc()
-            handler: _Handler | None = _deny(
+            handler = _deny(
                 grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry another replica"
             )
-        else:
-            handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         inner, name, m = handler.unary_unary, _short(method), self._metrics
+        if inner is None:  # not reached: both handlers above are unary
+            return handler
         counted = not draining
         if counted:
             with self._lock:
