@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,6 +40,12 @@ proto: $(STAMP)
 # Regenerate and fail if the committed code differs from what the .proto says.
 check-proto: proto
 	git diff --exit-code -- retrieval/v1/ || (echo "generated code is stale: run 'make proto' and commit" && exit 1)
+
+# Recall/latency of adindex vs raw FAISS, exact search, hnswlib and LanceDB (docs/benchmarks.md).
+# make bench DATASET=calibrated-1m   (also: calibrated-100k, sample, esci, fashion-mnist)
+DATASET ?= calibrated-100k
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.recall_latency --dataset $(DATASET)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
