@@ -45,6 +45,7 @@ class BenchConfig:
     filter_selectivities: tuple[float, ...] = ()
     out: Path = RESULTS_DIR
     workdir: Path | None = None  # None: a temporary directory, removed afterwards
+    artifact: Path | None = None  # reuse this adindex artifact (built over the same vectors)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -69,6 +70,7 @@ class BenchConfig:
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["out"], out["workdir"] = str(self.out), str(self.workdir) if self.workdir else None
+        out["artifact"] = str(self.artifact) if self.artifact else None
         return out
 
 

@@ -84,7 +84,9 @@ def make_systems(cfg: BenchConfig, ds: Dataset) -> list[System]:
     """The systems the config asks for, in dependency order (adindex before its reusers)."""
     metric: Metric = ds.metric
     held_out = ds.xq[cfg.nq_eval : cfg.nq_eval + 500]  # queries never measured below
-    adindex = AdindexInProcess(cfg.factory, cfg.nprobes, k_factor=cfg.k_factor, held_out=held_out)
+    adindex = AdindexInProcess(
+        cfg.factory, cfg.nprobes, k_factor=cfg.k_factor, held_out=held_out, reuse=cfg.artifact
+    )
     made: dict[str, System] = {
         "faiss-flat": ExactFaiss(metric),
         "adindex": adindex,
@@ -332,6 +334,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         ("--hnsw-m", int, None), ("--hnsw-ef-construction", int, None), ("--hnsw-max-build-min", float, None),
         ("--lance-nprobes", _ints, None), ("--lance-refine", _ints, "0 = no refine"), ("--lance-partitions", int, None),
         ("--stats-nlist", int, None), ("--stats-train-points", int, None), ("--out", Path, None), ("--workdir", Path, None),
+        ("--artifact", Path, "measure this built artifact instead of building one (same vectors!)"),
     ):  # fmt: skip
         p.add_argument(flag, type=kind, default=None, help=hint)
     p.add_argument(
