@@ -21,12 +21,32 @@ from indexer import artifact
 from indexer.catalog import DEFAULT_TEXT_FIELDS, Catalog, read_catalog, write_rejects
 from indexer.embedding import Embedder, SentenceTransformerEmbedder, normalize
 from indexer.params import DEFAULT_MIN_RERANK, IndexParams, choose_params
+from indexer.queries import QuerySet, catalog_queries, file_queries
+from indexer.tuning import (
+    OperatingPoint,
+    Tuning,
+    TuningConfig,
+    allowed_best,
+    below_target_message,
+    tune,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class BuildError(RuntimeError):
     """The build cannot go on; the message says what to change. Nothing was published."""
+
+
+class RecallBelowTarget(BuildError):
+    """The index cannot reach the target recall at any measured setting; nothing was published.
+
+    ``tuning`` holds the measured curve (the message names the best point and what to change).
+    """
+
+    def __init__(self, message: str, tuning: Tuning):
+        super().__init__(message)
+        self.tuning = tuning
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,15 @@ class BuildConfig:
     skip_invalid: bool = False
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 1234
+    # Recall gate (indexer.tuning): a version is published only if some measured
+    # (nprobe, k_factor) reaches recall@recall_k >= target_recall against exact search.
+    target_recall: float = 0.95
+    recall_k: int = 100
+    max_memory_mb: float | None = None  # RAM budget for the index; None: no limit
+    queries: Path | None = None  # held-out queries (.npy, (nq, d)); None: sampled from the catalog
+    max_eval_queries: int = 500
+    eval_budget_s: float = 40.0  # for the nprobe x k_factor sweep (exact search comes on top)
+    allow_below_target: bool = False  # publish anyway, marked quality.below_target
     # When the catalog was exported from the source of truth. Admin changes (pause, upsert,
     # delete) acknowledged after this moment are replayed on top of the new version; None
     # takes the catalog file's modification time.
@@ -54,6 +83,17 @@ class BuildConfig:
             raise ValueError("text_fields must name at least one field")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1; got {self.threads}")
+        if not 0.0 <= self.target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in [0, 1]; got {self.target_recall}")
+        if self.recall_k < 1:
+            raise ValueError(f"recall_k must be >= 1; got {self.recall_k}")
+        if self.max_memory_mb is not None and self.max_memory_mb <= 0:
+            raise ValueError(f"max_memory_mb must be > 0; got {self.max_memory_mb}")
+        if self.max_eval_queries < 1 or self.eval_budget_s <= 0:
+            raise ValueError(
+                f"max_eval_queries must be >= 1 and eval_budget_s > 0; got "
+                f"{self.max_eval_queries} and {self.eval_budget_s}"
+            )
 
 
 @dataclass(frozen=True)
@@ -126,6 +166,8 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
 
     Raises:
         CatalogError: invalid records (and ``skip_invalid`` is off).
+        RecallBelowTarget: no measured operating point reaches ``target_recall`` (and
+            ``allow_below_target`` is off); nothing is written under ``config.out``.
         BuildError: anything else that stops the build; the previous version keeps serving.
     """
     timings: dict[str, float] = {}
@@ -137,12 +179,7 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
     with timeit(f"Embedding {len(catalog.records)} ads", timings):
         xb, model_info = embed_catalog(catalog, config, embedder)
     n, d = xb.shape
-    try:
-        params = choose_params(
-            n, d, index_factory=config.index_factory, nprobe=config.nprobe, k_factor=config.k_factor
-        )
-    except ValueError as exc:
-        raise BuildError(str(exc)) from exc
+    params, queries = _plan(config, xb)
     logger.info(
         "Index %s (nlist=%d, nprobe=%d) over %d x %d",
         params.index_factory,
@@ -156,6 +193,9 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
             index = train_index(xb, params, seed=config.seed)
         except RuntimeError as exc:  # FAISS C++ errors arrive as RuntimeError
             raise BuildError(f"FAISS could not build {params.index_factory!r}: {exc}") from exc
+    with timeit(f"Evaluating recall@{config.recall_k} on {len(queries.xq)} queries", timings):
+        tuning = tune(index, xb, queries, params.nlist, tuning_config(config))
+    point = recall_gate(tuning, params, d, config)
     version = artifact.new_version_name()
     with timeit("Publishing", timings), artifact.staging_dir(config.out, version) as staged:
         faiss.write_index(index, str(staged / artifact.INDEX_FILE))
@@ -166,8 +206,94 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         if catalog.rejects:
             write_rejects(catalog.rejects, staged / artifact.REJECTS_FILE)
         manifest = _manifest(catalog, params, model_info, (n, d), timings, config)
+        _add_quality(manifest, params, tuning, point, config)
         version_dir = artifact.publish(config.out, staged, version=version, manifest=manifest)
     return BuildResult(version_dir=version_dir, manifest=artifact.read_manifest(version_dir))
+
+
+def _plan(config: BuildConfig, xb: np.ndarray) -> tuple[IndexParams, QuerySet]:
+    """What to build (indexer.params) and the held-out queries to measure it with."""
+    n, d = xb.shape
+    try:
+        params = choose_params(
+            n,
+            d,
+            index_factory=config.index_factory,
+            nprobe=config.nprobe,
+            k_factor=config.k_factor,
+            max_memory_mb=config.max_memory_mb,
+        )
+        return params, eval_queries(config, xb)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from exc
+
+
+def _add_quality(
+    manifest: dict[str, Any],
+    params: IndexParams,
+    tuning: Tuning,
+    point: OperatingPoint,
+    config: BuildConfig,
+) -> None:
+    """The measured curve, the published point and the memory estimate, into the manifest."""
+    manifest["search"].update(nprobe=point.nprobe, k_factor=point.k_factor)
+    manifest["index"].update(memory_bytes_estimate=params.memory_bytes)
+    manifest["quality"] = {
+        **tuning.to_json(),
+        "chosen": point.to_json(),
+        "below_target": not tuning.reached,
+        "max_memory_mb": config.max_memory_mb,
+    }
+
+
+def eval_queries(config: BuildConfig, xb: np.ndarray) -> QuerySet:
+    """Held-out queries for the recall gate: ``config.queries`` or a catalog sample."""
+    if config.queries is not None:
+        return file_queries(
+            config.queries, xb.shape[1], max_queries=config.max_eval_queries, seed=config.seed
+        )
+    return catalog_queries(xb, min(config.max_eval_queries, len(xb)), seed=config.seed)
+
+
+def tuning_config(config: BuildConfig) -> TuningConfig:
+    return TuningConfig(
+        target_recall=config.target_recall,
+        recall_k=config.recall_k,
+        max_queries=config.max_eval_queries,
+        min_rerank=DEFAULT_MIN_RERANK,
+        nprobe=config.nprobe,
+        k_factor=config.k_factor,
+        time_budget_s=config.eval_budget_s,
+        seed=config.seed,
+    )
+
+
+def recall_gate(tuning: Tuning, params: IndexParams, d: int, config: BuildConfig) -> OperatingPoint:
+    """The operating point to publish as the default, or RecallBelowTarget.
+
+    Raises:
+        RecallBelowTarget: no allowed point reaches the target and ``allow_below_target`` is off.
+    """
+    if tuning.chosen is not None:
+        c = tuning.chosen
+        logger.info(
+            "Recall@%d %.3f >= %.3f at nprobe %d, k_factor %d (%.2f ms p50, %.2f ms p99)",
+            tuning.recall_k,
+            c.recall,
+            tuning.target_recall,
+            c.nprobe,
+            c.k_factor,
+            c.p50_ms,
+            c.p99_ms,
+        )
+        return c
+    message = below_target_message(
+        tuning, params.index_factory, params.nlist, d, tuning_config(config)
+    )
+    if not config.allow_below_target:
+        raise RecallBelowTarget(message, tuning)
+    logger.warning("Publishing below target (--allow-below-target): %s", message)
+    return allowed_best(tuning, tuning_config(config))
 
 
 def _versions(names: Sequence[str]) -> dict[str, str]:

@@ -14,8 +14,9 @@ import grpc
 import numpy as np
 
 from indexer.artifact import ArtifactError, list_versions, read_manifest, resolve
-from indexer.build import BuildConfig, BuildError, build
+from indexer.build import BuildConfig, BuildError, RecallBelowTarget, build
 from indexer.catalog import DEFAULT_TEXT_FIELDS, CatalogError
+from indexer.report import describe
 from retrieval.admin_cli import COMMANDS as ADMIN_COMMANDS
 from retrieval.admin_cli import TOKEN_ENV, add_admin_commands, admin_token
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
@@ -46,7 +47,8 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--index-factory",
-        help="FAISS factory string, e.g. 'IVF1024,PQ96x4fs,RFlat' (default: chosen from corpus size)",
+        help="FAISS factory string, e.g. 'IVF1024,PQ96x4fs,RFlat' (default: chosen from corpus "
+        "size, dimension and --max-memory-mb; see docs/index-parameters.md)",
     )
     p.add_argument(
         "--model",
@@ -54,12 +56,48 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="local sentence-transformers model directory (default: installed all-MiniLM-L6-v2)",
     )
     p.add_argument(
-        "--nprobe", type=int, help="default lists probed per query (default: derived from nlist)"
+        "--nprobe",
+        type=int,
+        help="default lists probed per query (default: the cheapest measured to reach the target)",
     )
     p.add_argument(
         "--k-factor",
         type=int,
-        help="re-ranking depth: re-score k * K_FACTOR PQ candidates exactly (default: 4)",
+        help="re-ranking depth: re-score k * K_FACTOR PQ candidates exactly (default: the "
+        "cheapest measured to reach the target)",
+    )
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.95,
+        help="publish only if recall@K against exact search reaches this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--recall-k", type=int, default=100, help="K of the recall target (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-memory-mb",
+        type=float,
+        help="RAM budget for the index (codes, re-ranking stage, ids, centroids); picks a "
+        "smaller re-ranking stage or PQ to fit (default: no limit)",
+    )
+    p.add_argument(
+        "--queries",
+        type=Path,
+        help="held-out queries for the recall measurement: .npy of shape (nq, d) float32, e.g. "
+        "user embeddings; up to 500 are used (default: a sample built from the catalog)",
+    )
+    p.add_argument(
+        "--allow-below-target",
+        action="store_true",
+        help="publish even if the target is not reached (the manifest says below_target)",
+    )
+    p.add_argument(
+        "--eval-budget-s",
+        type=float,
+        default=40.0,
+        help="time for the recall/latency sweep; a sweep cut short is marked truncated "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--text-fields",
@@ -152,6 +190,7 @@ def _add_client(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     g.add_argument(
         "--server", default=f"127.0.0.1:{DEFAULT_PORT}", help="host:port (default: %(default)s)"
     )
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 
 def _add_sample(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -209,12 +248,27 @@ def cmd_build(args: argparse.Namespace) -> int:
         skip_invalid=args.skip_invalid,
         seed=args.seed,
         snapshot_at=args.snapshot_time,
+        target_recall=args.target_recall,
+        recall_k=args.recall_k,
+        max_memory_mb=args.max_memory_mb,
+        queries=args.queries,
+        allow_below_target=args.allow_below_target,
+        eval_budget_s=args.eval_budget_s,
         **kwargs,
     )
-    result = build(config)
+    try:
+        result = build(config)
+    except RecallBelowTarget as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     m = result.manifest
+    q = m["quality"]
     print(
-        f"published {m['version']}: {m['counts']['ads']} ads ({m['counts']['paused']} paused, {m['counts']['rejected']} rejected), {m['index']['factory']}, nprobe {m['search']['nprobe']}"
+        f"published {m['version']}: {m['counts']['ads']} ads ({m['counts']['paused']} paused, {m['counts']['rejected']} rejected), {m['index']['factory']}, nprobe {m['search']['nprobe']}, k_factor {m['search']['k_factor']}"
+    )
+    print(
+        f"  recall@{q['recall_k']} {q['chosen']['recall']:.3f} (target {q['target_recall']}"
+        f"{', BELOW TARGET' if q['below_target'] else ''}), {q['chosen']['p50_ms']:.2f} ms p50"
     )
     print(f"  {result.version_dir}")
     return 0
@@ -278,17 +332,24 @@ def cmd_info(args: argparse.Namespace) -> int:
         version_dir = resolve(args.index)
         manifest = read_manifest(version_dir)
         others = list_versions(args.index) if (args.index / "LATEST").exists() else []
-        print(
-            json.dumps(
-                {"path": str(version_dir), "versions": others, "manifest": manifest}, indent=2
+        if args.json:
+            print(
+                json.dumps(
+                    {"path": str(version_dir), "versions": others, "manifest": manifest}, indent=2
+                )
             )
-        )
+            return 0
+        print(f"path      {version_dir}")
+        if others:
+            print(f"versions  {', '.join(others)}")
+        print(describe(manifest))
         return 0
     from retrieval.client import RetrievalClient
 
     with RetrievalClient(args.server) as client:
         info = client.info()
-    print(json.dumps(json.loads(info.manifest_json), indent=2))
+    manifest = json.loads(info.manifest_json)
+    print(json.dumps(manifest, indent=2) if args.json else describe(manifest))
     return 0
 
 

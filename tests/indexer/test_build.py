@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer import artifact
-from indexer.build import BuildConfig, BuildError, build
+from indexer.build import BuildConfig, BuildError, RecallBelowTarget, build
 from indexer.catalog import CatalogError, write_catalog_jsonl
 from indexer.embedding import normalize
+from retrieval import cli
 from retrieval.searcher import Searcher
 from support import HashEmbedder, clustered_vectors, exact_topk, make_records, recall_at_k
 
@@ -23,9 +25,11 @@ def test_recall_against_exact_search(factory: str, tmp_path: Path) -> None:
     xb = clustered_vectors(len(records))
     path = tmp_path / "ads.jsonl"
     write_catalog_jsonl(records, path, embeddings=xb)
-    result = build(
-        BuildConfig(catalog=path, out=tmp_path / "idx", index_factory=factory, nprobe=8, threads=1)
+    # Build-time tuning picks k_factor for recall@recall_k: tune it for the k measured here.
+    config = BuildConfig(
+        catalog=path, out=tmp_path / "idx", index_factory=factory, nprobe=8, threads=1, recall_k=20
     )
+    result = build(config)
     searcher = Searcher(artifact.load(result.version_dir))
     xq = normalize(
         xb[:200] + 0.3 * np.random.default_rng(0).standard_normal(xb[:200].shape).astype(np.float32)
@@ -78,3 +82,75 @@ def test_precomputed_dimension_must_match_the_query_model(tmp_path: Path) -> Non
         match=r"ads.jsonl:1: embedding: dimension 16 differs from the query model hash-bow \(32-d\)",
     ):
         build(config, embedder=HashEmbedder(32))
+
+
+def _vector_catalog(tmp_path: Path, n: int = 3000) -> Path:
+    path = tmp_path / "ads.jsonl"
+    write_catalog_jsonl(make_records(n), path, embeddings=clustered_vectors(n))
+    return path
+
+
+def test_build_publishes_its_measured_curve_and_tuned_defaults(tmp_path: Path) -> None:
+    path = _vector_catalog(tmp_path)
+    m = build(BuildConfig(catalog=path, out=tmp_path / "idx", threads=1)).manifest
+    assert m["index"]["factory"] == "IVF64,PQ16x4fs,RFlat"  # 3,000 x 32: the default rule
+    q = m["quality"]
+    assert q["target_recall"] == 0.95 and q["recall_k"] == 100 and not q["below_target"]
+    assert q["queries"]["source"] == "catalog-sample" and q["queries"]["nq"] == 500
+    assert q["chosen"]["recall"] >= 0.95 and q["chosen"]["frontier"]
+    assert (m["search"]["nprobe"], m["search"]["k_factor"]) == (
+        q["chosen"]["nprobe"],
+        q["chosen"]["k_factor"],
+    )
+    assert {"nprobe", "k_factor", "recall", "p50_ms", "p99_ms", "frontier"} <= set(q["curve"][0])
+    assert 0 < m["index"]["memory_bytes_estimate"] < 3000 * 32 * 4 + 3000 * 8 + 2**20
+
+
+# 2 sub-quantizers of 16 dimensions with 16 centroids each and no re-ranking: far below 0.95.
+TINY_PQ = "IVF16,PQ2x4fs"
+
+
+def test_gate_refuses_an_index_below_target_and_leaves_latest_alone(tmp_path: Path) -> None:
+    path = _vector_catalog(tmp_path)
+    out = tmp_path / "idx"
+    good = build(BuildConfig(catalog=path, out=out, index_factory="IVF16,Flat", threads=1))
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(RecallBelowTarget) as info:
+        build(BuildConfig(catalog=path, out=out, index_factory=TINY_PQ, threads=1))
+    message = str(info.value)
+    assert f"recall@100 of {TINY_PQ} does not reach the target 0.95: best 0." in message
+    assert "a re-ranking stage: 'IVF16,PQ2x4fs,RFlat'" in message
+    assert "more PQ bytes: 'IVF16,PQ4x4fs'" in message and "--allow-below-target" in message
+    assert info.value.tuning.best.recall < 0.95
+    assert sorted(p.name for p in out.iterdir()) == before, "no version, no staging dir left"
+    assert artifact.resolve(out) == good.version_dir
+
+
+def test_gate_override_publishes_and_marks_the_manifest(tmp_path: Path) -> None:
+    path = _vector_catalog(tmp_path)
+    out = tmp_path / "idx"
+    config = BuildConfig(
+        catalog=path, out=out, index_factory=TINY_PQ, threads=1, allow_below_target=True
+    )
+    result = build(config)
+    q = result.manifest["quality"]
+    assert q["below_target"] and not q["reached"] and q["chosen"]["recall"] < 0.95
+    assert q["chosen"]["recall"] == max(p["recall"] for p in q["curve"])
+    assert artifact.resolve(out) == result.version_dir
+
+
+def test_cli_exit_code_and_info_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _vector_catalog(tmp_path)
+    out = tmp_path / "idx"
+    argv = ["build", "--catalog", str(path), "--out", str(out), "--threads", "1"]
+    assert cli.main([*argv, "--index-factory", TINY_PQ]) == 3
+    assert "does not reach the target" in capsys.readouterr().err
+    assert not out.exists() or artifact.list_versions(out) == []
+    assert cli.main([*argv, "--index-factory", TINY_PQ, "--allow-below-target"]) == 0
+    assert "BELOW TARGET" in capsys.readouterr().out
+    assert cli.main(["info", "--index", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "BELOW TARGET (published with --allow-below-target)" in text
+    assert "frontier" in text and "<- default" in text
+    assert cli.main(["info", "--index", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["manifest"]["quality"]["below_target"] is True

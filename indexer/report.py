@@ -1,0 +1,58 @@
+"""Readable reports of a manifest: index, search defaults and the measured recall curve."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from indexer.tuning import OperatingPoint
+
+
+def describe(manifest: dict[str, Any]) -> str:
+    """A manifest's index, search defaults and recall curve as a readable text table."""
+    index, search, counts = manifest["index"], manifest["search"], manifest["counts"]
+    memory = index.get("memory_bytes_estimate")
+    lines = [
+        f"version   {manifest['version']}  (built {manifest.get('created_at', '?')})",
+        f"ads       {counts['ads']} ({counts['paused']} paused, {counts['rejected']} rejected), "
+        f"{manifest['dimension']}-d, model {manifest['model']['name']}",
+        f"index     {index['factory']}  nlist {index['nlist']}"
+        + (f"  ~{memory / 2**20:.1f} MB RAM (estimate)" if memory else ""),
+        f"search    nprobe {search['nprobe']}, k_factor {search['k_factor']}, "
+        f"min_rerank {search.get('min_rerank', 0)}",
+    ]
+    quality = manifest.get("quality")
+    if not quality:
+        return "\n".join([*lines, "quality   not measured (built before build-time evaluation)"])
+    chosen = OperatingPoint.from_json(quality["chosen"])
+    verdict = "BELOW TARGET (published with --allow-below-target)"
+    if not quality.get("below_target"):
+        verdict = "reached"
+    lines += [
+        f"quality   recall@{quality['recall_k']} target {quality['target_recall']}: {verdict}; "
+        f"default nprobe {chosen.nprobe}, k_factor {chosen.k_factor}: recall {chosen.recall:.3f}, "
+        f"{chosen.p50_ms:.2f} ms p50, {chosen.p99_ms:.2f} ms p99",
+        f"queries   {quality['queries']['description']}",
+        f"measured  {quality.get('latency', '')}; {quality.get('seconds', '?')} s"
+        + (" (sweep cut short by its time budget)" if quality.get("truncated") else ""),
+        "",
+        *format_curve(
+            [OperatingPoint.from_json(p) for p in quality["curve"]], chosen, quality["recall_k"]
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def format_curve(
+    points: Sequence[OperatingPoint], chosen: OperatingPoint | None, recall_k: int
+) -> list[str]:
+    """One line per point: k_factor, nprobe, recall, p50, p99; * = frontier, <- = default."""
+    head = f"{'k_factor':>8} {'nprobe':>7} {f'recall@{recall_k}':>11} {'p50 ms':>8} {'p99 ms':>8}"
+    out = [f"{head}  frontier"]
+    for p in points:
+        mark = "   *" if p.frontier else "    "
+        if chosen is not None and (p.nprobe, p.k_factor) == (chosen.nprobe, chosen.k_factor):
+            mark += "   <- default"
+        line = f"{p.k_factor:>8} {p.nprobe:>7} {p.recall:>11.4f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f}"
+        out.append(line + mark)
+    return out

@@ -1,0 +1,457 @@
+"""Build-time evaluation: recall@k against exact search, the operating curve, the chosen point.
+
+Every build measures its index before publishing it (``indexer.build``):
+
+1. **Queries.** A query file (``--queries``) or a sample of the catalog: ``indexer.queries``.
+   At most ``max_queries`` (500) are used.
+2. **Ground truth.** Exact inner product (``IndexFlatIP``) over all n vectors. Paused ads are
+   included: eligibility changes after publishing (admin pauses), the index does not, and the
+   searcher's ``IDSelectorBitmap`` removes ineligible ids inside the same IVF scan.
+3. **Sweep.** nprobe over powers of two up to nlist, and for re-ranking indexes the depth
+   k_factor over ``k_factors`` (1, 2, 4, 8), with the searcher's own rule: effective
+   k_factor = max(k_factor, min_rerank / k). (Not 16: a fast-scan IVF search for 1,600
+   candidates is several times slower than for 800.) k_factor 4 goes first, then 8, 2, 1;
+   a row runs until recall plateaus (gain < ``PLATEAU_GAIN`` per doubling), reaches 0.999,
+   or reaches the target (its cheapest such point). Later rows also stop once slower than
+   the cheapest target-reaching point (x ``SLOWER``) or too far below the target to reach
+   it. The whole sweep stops when its time budget is spent. Latency: the first 200
+   queries, one ``search`` call each on one OpenMP thread, as the server runs (p50, p99 ms);
+   recall: all queries (the rest batched).
+   Recall is measured at k = ``recall_k`` only: the defaults are tuned for that k (smaller
+   requests re-rank at least ``min_rerank`` candidates).
+4. **Choice.** Points no other point beats on both recall and p50 form the Pareto frontier
+   (FAISS ``OperatingPoints``). The chosen point is the one with the lowest p50 whose recall
+   reaches the target, among points matching an explicit ``--nprobe`` / ``--k-factor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from indexer.params import DEFAULT_K_FACTOR, DEFAULT_MIN_RERANK, effective_k_factor
+from indexer.queries import QuerySet
+
+logger = logging.getLogger(__name__)
+
+PLATEAU_GAIN = 0.002  # recall gained by doubling nprobe below which a row stops
+SLOWER = 1.2  # a row stops once its p50 exceeds the cheapest target-reaching p50 by this factor
+MAX_RECALL = 0.999  # nothing left to gain above this
+WARMUP_QUERIES = 10
+TIMED_QUERIES = 200  # single-query calls timed per point (p99 = the 2nd-3rd slowest)
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """What recall to reach, and how much evaluation a build may spend."""
+
+    target_recall: float = 0.95
+    recall_k: int = 100
+    max_queries: int = 500
+    k_factors: tuple[int, ...] = (1, 2, 4, 8)
+    min_rerank: int = DEFAULT_MIN_RERANK
+    nprobe: int | None = None  # explicit --nprobe: the chosen point must use it
+    k_factor: int | None = None  # explicit --k-factor: likewise
+    time_budget_s: float = 40.0  # for the sweep (ground truth comes on top)
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in [0, 1]; got {self.target_recall}")
+        if self.recall_k < 1:
+            raise ValueError(f"recall_k must be >= 1; got {self.recall_k}")
+        if self.max_queries < 1:
+            raise ValueError(f"max_queries must be >= 1; got {self.max_queries}")
+        if not self.k_factors or min(self.k_factors) < 1:
+            raise ValueError(f"k_factors must be >= 1; got {self.k_factors}")
+        if self.time_budget_s <= 0:
+            raise ValueError(f"time_budget_s must be > 0; got {self.time_budget_s}")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One measured search setting."""
+
+    nprobe: int
+    k_factor: int
+    recall: float
+    p50_ms: float
+    p99_ms: float
+    frontier: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> OperatingPoint:
+        return cls(**{f: obj[f] for f in cls.__dataclass_fields__ if f in obj})
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The measured curve of one index and the point chosen from it."""
+
+    target_recall: float
+    recall_k: int
+    queries: QuerySet
+    points: tuple[OperatingPoint, ...]
+    chosen: OperatingPoint | None  # None: no allowed point reaches the target
+    truncated: bool  # the sweep ran out of time budget
+    seconds: float
+
+    @property
+    def best(self) -> OperatingPoint:
+        """The highest recall measured (the cheapest such point on ties)."""
+        return max(self.points, key=lambda p: (p.recall, -p.p50_ms))
+
+    @property
+    def reached(self) -> bool:
+        return self.chosen is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target_recall": self.target_recall,
+            "recall_k": self.recall_k,
+            "queries": self.queries.to_json(),
+            "ground_truth": "exact inner product (IndexFlatIP) over all indexed vectors, paused included",
+            "latency": f"single query, 1 OpenMP thread, {TIMED_QUERIES} timed calls per point",
+            "curve": [p.to_json() for p in self.points],
+            "chosen": self.chosen.to_json() if self.chosen else None,
+            "best": self.best.to_json(),
+            "reached": self.reached,
+            "truncated": self.truncated,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+# --- Measuring ----------------------------------------------------------------------------------
+
+
+def exact_topk(xb: np.ndarray, xq: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k ids by inner product (FAISS brute force, as ``IndexFlatIP`` searches, but
+    without copying xb into an index); shape (nq, k), int64."""
+    _, I = faiss.knn(xq, np.ascontiguousarray(xb, dtype=np.float32), k, faiss.METRIC_INNER_PRODUCT)
+    return np.asarray(I)
+
+
+def recall_at_k(I: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each query's exact top-k found in its k results; I, truth (nq, k)."""
+    # One isin over (row, id) keys; FAISS's -1 padding maps to key row*span, never a true id.
+    span = int(max(I.max(initial=0), truth.max(initial=0))) + 2
+    rows = np.arange(len(truth), dtype=np.int64)[:, None] * span
+    want = np.sort(truth + 1 + rows, axis=None)  # rows are disjoint key ranges: sorted overall
+    found = (I + 1 + rows).ravel()
+    pos = np.minimum(np.searchsorted(want, found), want.size - 1)
+    hits = int((want[pos] == found).sum())
+    return float(hits) / truth.size
+
+
+def has_refine(index: faiss.Index) -> bool:
+    """Whether the index has a re-ranking stage (what the searcher checks too)."""
+    return isinstance(faiss.downcast_index(index), faiss.IndexRefine)
+
+
+def search_params(
+    index: faiss.Index, nprobe: int, k_factor: int, k: int, min_rerank: int
+) -> faiss.SearchParameters:
+    """The search parameters the server uses for (nprobe, k_factor) at k (see Searcher)."""
+    ivf = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
+    if not has_refine(index):
+        return ivf
+    return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
+        k_factor=effective_k_factor(k_factor, min_rerank, k), base_index_params=ivf
+    )
+
+
+@contextmanager
+def omp_threads(n: int) -> Iterator[None]:
+    """Run FAISS with n OpenMP threads inside the block, then restore the previous count."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def measure(
+    index: faiss.Index,
+    xq: np.ndarray,
+    truth: np.ndarray,
+    *,
+    nprobe: int,
+    k_factor: int,
+    min_rerank: int,
+) -> OperatingPoint:
+    """Recall over all queries; latency of the first ``TIMED_QUERIES``, one call each."""
+    nq, k = truth.shape
+    params = search_params(index, nprobe, k_factor, k, min_rerank)
+    timed = min(nq, TIMED_QUERIES)
+    I = np.empty((nq, k), dtype=np.int64)
+    ms = np.empty(timed)
+    with omp_threads(1):  # the server searches each request on one OpenMP thread
+        for i in range(min(WARMUP_QUERIES, nq)):
+            index.search(xq[i : i + 1], k, params=params)
+        for i in range(timed):
+            t0 = time.perf_counter()
+            _, I[i : i + 1] = index.search(xq[i : i + 1], k, params=params)
+            ms[i] = (time.perf_counter() - t0) * 1e3
+    if timed < nq:  # the rest only count for recall: one batched call, all threads
+        _, I[timed:] = index.search(xq[timed:], k, params=params)
+    return OperatingPoint(
+        nprobe=nprobe,
+        k_factor=k_factor,
+        recall=round(recall_at_k(I, truth), 4),
+        p50_ms=round(float(np.percentile(ms, 50)), 4),
+        p99_ms=round(float(np.percentile(ms, 99)), 4),
+    )
+
+
+def nprobe_grid(nlist: int, fixed: int | None = None) -> list[int]:
+    """Powers of two up to nlist, plus nlist itself and an explicit nprobe."""
+    grid = {1 << i for i in range(int(math.log2(nlist)) + 1)} | {nlist}
+    if fixed is not None:
+        grid.add(fixed)
+    return sorted(grid)
+
+
+def k_factor_grid(refine: bool, config: TuningConfig, k: int) -> list[int]:
+    """k_factors to sweep, without ones the min_rerank floor makes identical to a smaller one."""
+    if not refine:
+        return [config.k_factor or 1]
+    wanted = sorted(set(config.k_factors) | ({config.k_factor} if config.k_factor else set()))
+    out: list[int] = []
+    seen: set[float] = set()
+    for kf in wanted:
+        eff = effective_k_factor(kf, config.min_rerank, k)
+        if eff not in seen or kf == config.k_factor:
+            out.append(kf)
+            seen.add(eff)
+    return out
+
+
+# --- Sweeping and choosing ----------------------------------------------------------------------
+
+
+def sweep(
+    index: faiss.Index, xq: np.ndarray, truth: np.ndarray, nlist: int, config: TuningConfig
+) -> tuple[list[OperatingPoint], bool]:
+    """Measure the grid row by row (``row_order``), nprobe ascending in each row.
+
+    The first row finds the target region (or, when it never gets there, its best recall);
+    later rows stop once they are slower than the cheapest point reaching the target, or can
+    no longer reach it (``_row_done``).
+
+    Returns:
+        (points sorted by k_factor then nprobe, truncated): truncated when the time budget
+        stopped the sweep.
+    """
+    deadline = time.perf_counter() + config.time_budget_s
+    k_factors = row_order(k_factor_grid(has_refine(index), config, truth.shape[1]))
+    grid = nprobe_grid(nlist, config.nprobe)
+    points: list[OperatingPoint] = []
+    truncated = False
+    with tqdm(total=len(k_factors) * len(grid), desc="Recall sweep", unit="pt") as bar:
+        for kf in k_factors:
+            row: list[OperatingPoint] = []
+            for nprobe in grid:
+                if time.perf_counter() > deadline:
+                    truncated = True
+                    break
+                p = measure(
+                    index, xq, truth, nprobe=nprobe, k_factor=kf, min_rerank=config.min_rerank
+                )
+                logger.debug("nprobe %d k_factor %d: %s", nprobe, kf, p)
+                row.append(p)
+                bar.update()
+                if _row_done(row, points, config):
+                    break
+            points += row
+            bar.update(len(grid) - len(row))
+            if truncated:
+                logger.warning("Evaluation time budget spent after %d points", len(points))
+                break
+    return sorted(points, key=lambda p: (p.k_factor, p.nprobe)), truncated
+
+
+def row_order(k_factors: Sequence[int]) -> list[int]:
+    """The default depth first (it usually holds the cheapest point reaching the target),
+    then the others deepest first: later rows only have to beat what earlier rows found."""
+    first = DEFAULT_K_FACTOR if DEFAULT_K_FACTOR in k_factors else max(k_factors)
+    return [first, *sorted((kf for kf in k_factors if kf != first), reverse=True)]
+
+
+def _row_done(
+    row: Sequence[OperatingPoint], earlier: Sequence[OperatingPoint], config: TuningConfig
+) -> bool:
+    """Whether probing more lists at this k_factor would only cost time.
+
+    Yes when recall has plateaued or is ~1, when the row reached the target (more lists cost
+    more: at 1M vectors nprobe 1,024 took 10x nprobe 512), and, after the first row, when the
+    row is already slower than the cheapest point reaching the target, or its gains are too
+    small to ever reach it.
+    """
+    last = row[-1]
+    if config.nprobe is not None and last.nprobe < config.nprobe:
+        return False  # an explicit nprobe is always measured
+    gain = last.recall - row[-2].recall if len(row) > 1 else 1.0
+    if gain < PLATEAU_GAIN or last.recall >= MAX_RECALL or last.recall >= config.target_recall:
+        return True
+    if not earlier:
+        return False  # the first row runs to its plateau: it shows the best recall
+    reached = [p.p50_ms for p in [*earlier, *row] if p.recall >= config.target_recall]
+    too_slow = bool(reached) and last.p50_ms > SLOWER * min(reached)
+    # Once gains shrink, each doubling of nprobe roughly halves them: the rest of the row adds
+    # about one more gain. (Before that, at few lists, gains grow: nothing to conclude.)
+    shrinking = len(row) > 2 and gain < row[-2].recall - row[-3].recall
+    hopeless = shrinking and last.recall + 2 * gain < config.target_recall
+    return too_slow or hopeless
+
+
+def pareto_frontier(points: Iterable[OperatingPoint]) -> list[OperatingPoint]:
+    """The points with frontier=True when no other point has >= recall at <= p50 (one strict)."""
+    pts = list(points)
+    out = []
+    for p in pts:
+        dominated = any(
+            q.recall >= p.recall
+            and q.p50_ms <= p.p50_ms
+            and (q.recall > p.recall or q.p50_ms < p.p50_ms)
+            for q in pts
+        )
+        out.append(replace(p, frontier=not dominated))
+    return out
+
+
+def choose(
+    points: Sequence[OperatingPoint],
+    target: float,
+    *,
+    nprobe: int | None = None,
+    k_factor: int | None = None,
+) -> OperatingPoint | None:
+    """The lowest-p50 point reaching the target among those matching explicit values."""
+    ok = [
+        p
+        for p in points
+        if p.recall >= target
+        and (nprobe is None or p.nprobe == nprobe)
+        and (k_factor is None or p.k_factor == k_factor)
+    ]
+    return min(ok, key=lambda p: (p.p50_ms, -p.recall)) if ok else None
+
+
+def tune(
+    index: faiss.Index, xb: np.ndarray, queries: QuerySet, nlist: int, config: TuningConfig
+) -> Tuning:
+    """Measure an index's recall/latency curve and choose its default operating point.
+
+    Args:
+        index: trained and filled IVF index (possibly with a re-ranking stage), inner product.
+        xb: the indexed vectors, shape (n, d), float32; row i is FAISS id i.
+        queries: held-out queries (``catalog_queries`` or ``file_queries``).
+        nlist: inverted lists of the index (the largest nprobe).
+        config: target, k and the sweep's bounds.
+
+    Returns:
+        Tuning with every measured point (frontier flagged) and the chosen one (or None).
+    """
+    t0 = time.perf_counter()
+    k = min(config.recall_k, len(xb))
+    truth = exact_topk(xb, queries.xq, k)
+    logger.info("Exact top-%d of %d queries: %.1f s", k, len(truth), time.perf_counter() - t0)
+    points, truncated = sweep(index, queries.xq, truth, nlist, config)
+    points = pareto_frontier(points)
+    chosen = choose(points, config.target_recall, nprobe=config.nprobe, k_factor=config.k_factor)
+    return Tuning(
+        target_recall=config.target_recall,
+        recall_k=k,
+        queries=queries,
+        points=tuple(points),
+        chosen=chosen,
+        truncated=truncated,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def allowed_best(tuning: Tuning, config: TuningConfig) -> OperatingPoint:
+    """The highest-recall point matching explicit nprobe / k_factor (what is published below
+    target with ``--allow-below-target``); the overall best when none matches."""
+    ok = [
+        p
+        for p in tuning.points
+        if (config.nprobe is None or p.nprobe == config.nprobe)
+        and (config.k_factor is None or p.k_factor == config.k_factor)
+    ]
+    return max(ok or tuning.points, key=lambda p: (p.recall, -p.p50_ms))
+
+
+def advice(tuning: Tuning, factory: str, nlist: int, d: int, config: TuningConfig) -> list[str]:
+    """What to change so that this index reaches its target, from the shape of its curve."""
+    out = []
+    free = choose(tuning.points, tuning.target_recall)
+    if free is not None:  # explicit --nprobe / --k-factor kept it below target
+        out.append(
+            f"nprobe {free.nprobe} with k_factor {free.k_factor} reaches {free.recall:.3f}: "
+            "drop or raise --nprobe / --k-factor"
+        )
+    best = tuning.best
+    if tuning.truncated:
+        out.append(
+            f"the sweep ran out of its {config.time_budget_s:.0f} s budget before measuring "
+            "every setting: a larger --eval-budget-s"
+        )
+    elif config.nprobe is not None and config.nprobe < nlist and free is None:
+        out.append(f"more nprobe headroom than --nprobe {config.nprobe}")
+    if "RFlat" not in factory and "Refine(" not in factory:
+        out.append(
+            f"a re-ranking stage: '{factory},RFlat' (+{4 * d} B/vector), "
+            f"',Refine(SQfp16)' (+{2 * d} B) or ',Refine(SQ8)' (+{d} B)"
+        )
+    else:
+        deepest = max(p.k_factor for p in tuning.points)
+        if best.k_factor == deepest:
+            out.append(f"deeper re-ranking: --k-factor {2 * deepest}")
+        if "Refine(SQ8)" in factory:
+            out.append("a more exact re-ranking stage: Refine(SQfp16) or RFlat")
+    bigger = _more_pq_bytes(factory, d)
+    if bigger is not None:
+        out.append(f"more PQ bytes: {bigger!r}")
+    out.append("or a lower --target-recall")
+    return out
+
+
+def _more_pq_bytes(factory: str, d: int) -> str | None:
+    match = re.search(r"PQ(\d+)", factory)
+    if match is None:
+        return None
+    m = int(match.group(1)) * 2
+    if d % m:
+        return None
+    return factory[: match.start(1)] + str(m) + factory[match.end(1) :]
+
+
+def below_target_message(
+    tuning: Tuning, factory: str, nlist: int, d: int, config: TuningConfig
+) -> str:
+    """Why a build is refused: the best recall reached, where, and what to change."""
+    best = tuning.best
+    return (
+        f"recall@{tuning.recall_k} of {factory} does not reach the target "
+        f"{tuning.target_recall}: best {best.recall:.3f} at nprobe {best.nprobe}, k_factor "
+        f"{best.k_factor} ({best.p50_ms:.2f} ms p50), measured on "
+        f"{tuning.queries.description}.\nTo reach it, try: "
+        + "; ".join(advice(tuning, factory, nlist, d, config))
+        + ".\nNothing was published and LATEST is unchanged; --allow-below-target publishes "
+        "it anyway, marked below target in its manifest."
+    )

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from indexer import artifact
+from indexer.build import BuildConfig, build
+from indexer.catalog import write_catalog_jsonl
+from indexer.queries import QuerySet, catalog_queries, file_queries
+from indexer.report import describe
+from indexer.tuning import (
+    OperatingPoint,
+    TuningConfig,
+    _row_done,
+    choose,
+    k_factor_grid,
+    nprobe_grid,
+    pareto_frontier,
+    recall_at_k,
+    tune,
+)
+from retrieval.searcher import Searcher
+from support import clustered_vectors, exact_topk, make_records
+from support import recall_at_k as reference_recall
+
+
+def pt(nprobe: int, k_factor: int, recall: float, p50_ms: float) -> OperatingPoint:
+    return OperatingPoint(nprobe, k_factor, recall, p50_ms, p50_ms * 2)
+
+
+# A synthetic curve: k_factor 1 plateaus at 0.80; k_factor 4 reaches 0.95 at nprobe 16.
+CURVE = [
+    pt(4, 1, 0.70, 0.10),
+    pt(8, 1, 0.79, 0.12),
+    pt(16, 1, 0.80, 0.20),  # dominated by (8, 4)
+    pt(4, 4, 0.75, 0.11),
+    pt(8, 4, 0.90, 0.15),
+    pt(16, 4, 0.95, 0.22),
+    pt(32, 4, 0.97, 0.40),
+    pt(32, 8, 0.96, 0.50),  # dominated by (32, 4)
+]
+
+
+def test_frontier_keeps_points_nothing_beats_on_both_recall_and_latency() -> None:
+    marked = {(p.nprobe, p.k_factor): p.frontier for p in pareto_frontier(CURVE)}
+    assert not marked[(16, 1)] and not marked[(32, 8)]
+    assert all(marked[key] for key in [(4, 1), (8, 1), (4, 4), (8, 4), (16, 4), (32, 4)])
+
+
+def test_choice_is_the_cheapest_point_reaching_the_target() -> None:
+    points = pareto_frontier(CURVE)
+    assert choose(points, 0.95) == next(p for p in points if (p.nprobe, p.k_factor) == (16, 4))
+    assert choose(points, 0.965) is not None and choose(points, 0.965).nprobe == 32  # type: ignore[union-attr]
+    assert choose(points, 0.99) is None
+    # Explicit values restrict the choice: only nprobe 32 / only k_factor 8.
+    assert choose(points, 0.95, nprobe=32) == next(
+        p for p in points if (p.nprobe, p.k_factor) == (32, 4)
+    )
+    assert choose(points, 0.95, k_factor=8).k_factor == 8  # type: ignore[union-attr]
+    assert choose(points, 0.95, nprobe=8) is None
+
+
+def test_rows_stop_where_more_lists_cannot_pay_off() -> None:
+    cfg = TuningConfig(target_recall=0.95)
+    first = [pt(1, 4, 0.20, 0.1), pt(2, 4, 0.30, 0.1), pt(4, 4, 0.45, 0.1)]
+    assert not _row_done(first, [], cfg), "gains still growing"
+    assert _row_done([*first, pt(8, 4, 0.96, 0.3)], [], cfg), "reached the target"
+    assert _row_done([*first, pt(8, 4, 0.451, 0.2)], [], cfg), "plateau"
+    earlier = [*first, pt(8, 4, 0.96, 0.3)]
+    # A later row far below the target but with growing gains goes on ...
+    assert not _row_done([pt(1, 1, 0.20, 0.05), pt(2, 1, 0.25, 0.05)], earlier, cfg)
+    # ... and stops once its gains shrink too much to ever get there, or it is too slow.
+    shrinking = [pt(1, 1, 0.20, 0.05), pt(2, 1, 0.40, 0.05), pt(4, 1, 0.50, 0.06)]
+    assert _row_done(shrinking, earlier, cfg)
+    assert not _row_done(shrinking, [], cfg), "the first row runs to its plateau"
+    assert _row_done([pt(1, 8, 0.2, 0.1), pt(2, 8, 0.4, 0.37)], earlier, cfg), "1.2x slower"
+    # An explicit nprobe is always measured.
+    fixed = TuningConfig(target_recall=0.95, nprobe=8)
+    assert not _row_done([pt(1, 4, 0.96, 0.1)], [], fixed)
+
+
+def test_grids() -> None:
+    assert nprobe_grid(16) == [1, 2, 4, 8, 16]
+    assert nprobe_grid(48, fixed=12) == [1, 2, 4, 8, 12, 16, 32, 48]
+    cfg = TuningConfig(k_factors=(1, 2, 4, 8), min_rerank=64)
+    assert k_factor_grid(True, cfg, 100) == [1, 2, 4, 8]
+    # At k=10 the min_rerank floor makes k_factor 1, 2 and 4 all re-rank 64 candidates.
+    assert k_factor_grid(True, cfg, 10) == [1, 8]
+    assert k_factor_grid(False, cfg, 100) == [1]
+
+
+def test_recall_matches_the_set_definition() -> None:
+    rng = np.random.default_rng(3)
+    found = np.array([rng.choice(60, 10, replace=False) for _ in range(40)])
+    found[:, -3:] = -1  # FAISS pads with -1
+    truth = np.array([rng.choice(60, 10, replace=False) for _ in range(40)])
+    assert recall_at_k(found, truth) == pytest.approx(reference_recall(found.tolist(), truth))
+
+
+def test_default_queries_are_held_out_and_deterministic() -> None:
+    xb = clustered_vectors(3000)
+    a = catalog_queries(xb, 200, seed=1)
+    b = catalog_queries(xb, 200, seed=1)
+    np.testing.assert_array_equal(a.xq, b.xq)
+    assert a.xq.shape == (200, xb.shape[1]) and a.xq.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a.xq, axis=1), 1.0, atol=1e-5)
+    nearest = (a.xq @ xb.T).max(axis=1)
+    assert nearest.max() < 0.99, "no query is a copy of an indexed vector"
+    assert a.source == "catalog-sample" and "200" in a.description
+
+
+def test_query_file_is_checked_and_sampled(tmp_path: Path) -> None:
+    path = tmp_path / "users.npy"
+    np.save(path, clustered_vectors(50, 16))
+    with pytest.raises(ValueError, match=r"shape \(nq, 32\)"):
+        file_queries(path, 32, max_queries=10, seed=0)
+    qs = file_queries(path, 16, max_queries=10, seed=0)
+    assert qs.xq.shape == (10, 16) and qs.source == "file" and qs.path == str(path)
+    bad = clustered_vectors(5, 16)
+    bad[3] = 0.0
+    np.save(path, bad)
+    with pytest.raises(ValueError, match="row 3"):
+        file_queries(path, 16, max_queries=10, seed=0)
+
+
+def test_tuning_a_real_index_reaches_the_target_on_its_frontier() -> None:
+    xb = clustered_vectors(3000)
+    index = faiss.index_factory(xb.shape[1], "IVF16,PQ16x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+    index.train(xb)
+    index.add(xb)
+    queries = catalog_queries(xb, 100, seed=2)
+    t = tune(index, xb, queries, 16, TuningConfig(target_recall=0.9, recall_k=50))
+    assert t.reached and t.chosen is not None
+    assert t.chosen.recall >= 0.9 and t.chosen.frontier
+    assert t.best.recall >= t.chosen.recall
+    # Nothing on the curve reaching the target is cheaper than the choice.
+    assert all(p.p50_ms >= t.chosen.p50_ms for p in t.points if p.recall >= 0.9)
+    # Every k_factor was swept from nprobe 1, and deeper re-ranking never loses recall.
+    rows = {kf: [p for p in t.points if p.k_factor == kf] for kf in (1, 2, 4, 8)}
+    assert all(row and row[0].nprobe == 1 for row in rows.values())
+    assert max(p.recall for p in rows[8]) >= max(p.recall for p in rows[1])
+
+
+def test_the_server_finds_what_the_tuning_measured(tmp_path: Path) -> None:
+    """Build-time recall is the searcher's recall: same parameters, same min_rerank rule."""
+    records = make_records(3000, paused_every=0)
+    xb = clustered_vectors(len(records))
+    path = tmp_path / "ads.jsonl"
+    write_catalog_jsonl(records, path, embeddings=xb)
+    np.save(tmp_path / "q.npy", catalog_queries(xb, 120, seed=9).xq)
+    config = BuildConfig(
+        catalog=path,
+        out=tmp_path / "idx",
+        index_factory="IVF32,PQ16x4fs,RFlat",
+        threads=1,
+        recall_k=10,
+        target_recall=0.9,
+        queries=tmp_path / "q.npy",
+    )
+    m = build(config).manifest
+    quality = m["quality"]
+    assert quality["queries"]["source"] == "file" and quality["queries"]["nq"] == 120
+    assert (m["search"]["nprobe"], m["search"]["k_factor"]) == (
+        quality["chosen"]["nprobe"],
+        quality["chosen"]["k_factor"],
+    )
+    searcher = Searcher(artifact.load(tmp_path / "idx"))
+    xq = np.load(tmp_path / "q.npy")
+    found = [searcher.search(q, 10).ids.tolist() for q in xq]
+    served = reference_recall(found, exact_topk(xb, xq, 10))
+    assert served == pytest.approx(quality["chosen"]["recall"], abs=0.005)
+
+
+def test_describe_shows_the_curve_and_the_default() -> None:
+    points = pareto_frontier(CURVE)
+    chosen = choose(points, 0.95)
+    assert chosen is not None
+    manifest = {
+        "version": "v1",
+        "dimension": 32,
+        "model": {"name": "m"},
+        "counts": {"ads": 10, "paused": 1, "rejected": 0},
+        "index": {"factory": "IVF32,PQ8x4fs,RFlat", "nlist": 32, "memory_bytes_estimate": 2**20},
+        "search": {"nprobe": 16, "k_factor": 4, "min_rerank": 64},
+        "quality": {
+            "target_recall": 0.95,
+            "recall_k": 100,
+            "queries": QuerySet(np.zeros((3, 2)), "catalog-sample", "3 queries").to_json(),
+            "curve": [p.to_json() for p in points],
+            "chosen": chosen.to_json(),
+            "below_target": False,
+        },
+    }
+    text = describe(manifest)
+    assert "recall@100 target 0.95: reached" in text and "~1.0 MB RAM" in text
+    row = next(line for line in text.splitlines() if line.endswith("<- default"))
+    assert row.split()[:3] == ["4", "16", "0.9500"]
+    assert sum(line.rstrip().endswith("*") for line in text.splitlines()) == 5
+    del manifest["quality"]
+    assert "not measured" in describe(manifest)
