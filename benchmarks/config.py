@@ -42,7 +42,6 @@ class BenchConfig:
     stats_nlist: int | None = None  # None: nb / 53 (the real measurement's list density)
     stats_train_points: int | None = None
     stats_niter: int = 20
-    filter_selectivities: tuple[float, ...] = ()
     out: Path = RESULTS_DIR
     workdir: Path | None = None  # None: a temporary directory, removed afterwards
     artifact: Path | None = None  # reuse this adindex artifact (built over the same vectors)

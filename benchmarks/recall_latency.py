@@ -10,6 +10,8 @@ Usage::
     python -m benchmarks.recall_latency --dataset calibrated-100k
     python -m benchmarks.recall_latency --dataset calibrated-1m            # ~1 h on 2 cores
     python -m benchmarks.recall_latency --dataset calibrated --nb 3000 --d 32 --nq 50
+
+Filtered (targeting) runs by selectivity are their own command: ``python -m benchmarks.filtered``.
     python -m benchmarks.recall_latency --dataset esci | sample | fashion-mnist
 """
 
@@ -133,22 +135,7 @@ def run_system(system: System, ctx: Context, workdir: Path) -> list[RunRecord]:
         records.append(rec)
     if system.name == "adindex" and ctx.esci is not None:
         ctx.extras["relevance"] = esci_relevance(system, ctx)
-    if cfg.filter_selectivities:
-        records += filtered_runs(system, ctx, cfg.filter_selectivities)
     return records
-
-
-def filtered_runs(system: System, ctx: Context, selectivities: Sequence[float]) -> list[RunRecord]:
-    """Hook for the filtered-by-selectivity benchmark (``--filter-selectivity``), to be filled in
-    by the retrieval side: for each selectivity s, mark a seeded fraction s of the ads eligible
-    (``retrieval.eligibility.RequestFilter`` for adindex; the equivalent pre-filter for FAISS's
-    ``IDSelectorBitmap``, LanceDB's ``where`` and hnswlib's ``filter``), compute exact neighbours
-    among the eligible rows only, and return one ``RunRecord`` per (point, selectivity) with
-    ``params["selectivity"] = s`` -- they then flow into the JSONL, tables and plots like any run.
-    """
-    raise NotImplementedError(
-        f"filtered runs (selectivities {list(selectivities)}) are not implemented yet for {system.name}"
-    )
 
 
 def esci_relevance(adindex: System, ctx: Context) -> dict[str, Any]:
@@ -341,17 +328,16 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         "--systems", default=",".join(SYSTEMS), help=f"comma list of {', '.join(SYSTEMS)}"
     )
     p.add_argument("--no-stats", action="store_true", help="skip the neighbour statistics")
-    p.add_argument("--filter-selectivity", type=float, action="append", default=[],
-                   help="also run filtered searches at this selectivity (hook, not implemented yet)")  # fmt: skip
     args = p.parse_args(argv)
     given = {
         k: v
         for k, v in vars(args).items()
-        if v is not None and k not in ("systems", "no_stats", "filter_selectivity", "rerender")
+        if v is not None and k not in ("systems", "no_stats", "rerender")
     }
     fields = {**PRESETS.get(args.dataset, {}), **given}
-    return BenchConfig(**fields, systems=tuple(s for s in args.systems.split(",") if s), stats=not args.no_stats,
-                       filter_selectivities=tuple(args.filter_selectivity))  # fmt: skip
+    return BenchConfig(
+        **fields, systems=tuple(s for s in args.systems.split(",") if s), stats=not args.no_stats
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
