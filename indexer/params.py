@@ -10,21 +10,21 @@ one thread per query; commands and full tables in docs/index-parameters.md.
 - nlist ~ 4 * sqrt(n), a power of two, capped so every list gets >= 39 training points
   (FAISS's k-means warns below that). Build-time tuning then picks nprobe for the target.
 - Codes: 4-bit fast-scan PQ with d/2 sub-quantizers (``PQ{d/2}x4fs``: 2 dimensions per
-  4-bit code, d/4 bytes, 96 B at 384-d). With flat re-ranking it reaches recall@100 0.95 at
-  k_factor 4 (best 1.000); d/4 sub-quantizers (48 B) need k_factor 16 (best 0.988), d/8
-  (24 B) never get there (best 0.876): re-ranking only recovers what the PQ candidates hold.
-  8-bit PQ of the same 48 bytes (``PQ48np``) gives the same recall but scans ~2.5x slower
-  (no SIMD lookup tables) and trains ~3x longer, so 4-bit fast-scan wins at every size here.
+  4-bit code, d/4 bytes, 96 B at 384-d). Re-ranking only recovers what the PQ candidates
+  hold: with RFlat, 96 B reached 0.95 at nprobe 128 / k_factor 4 in 0.67 ms p50, 48 B
+  needed nprobe 256 / k_factor 8 and 1.11 ms (interleaved runs), 24 B never got there (best
+  0.914). 8-bit PQ of 48 bytes (``PQ48np``) matched 4-bit fast-scan's recall but scanned
+  ~2.5x slower (no SIMD lookup tables) and trained ~3x longer.
 - Re-ranking, the best that fits the budget (estimate = PQ codes + re-ranking codes + 8-byte
   ids + coarse centroids, ``estimate_memory_bytes``, within 2% of the serialised index):
   ``RFlat`` (+4d B/vector: exact scores, and the searcher's exact filtered plan scans it),
-  ``Refine(SQfp16)`` (+2d: the same recall as RFlat, best 0.988 vs 0.988 at PQ96x4fs),
-  ``Refine(SQ8)`` (+d: best 0.993, reaching 0.95 at the same nprobe/k_factor as RFlat), then
-  ``PQ{d/4}x4fs,Refine(SQ8)``, then no re-ranking with d/2, d/4, d/8 sub-quantizers. Without
-  re-ranking PQ alone caps recall@100 at 0.80 (d/2) / 0.62 (d/4): below a 0.95 target the
-  recall gate refuses such builds unless the target is lowered.
-- OPQ: not chosen by default. Its rotation training took minutes even on 10k x 64 vectors,
-  and on real MiniLM vectors it did not lift recall enough to pay for it (docs).
+  ``Refine(SQfp16)`` (+2d: RFlat's curve point for point), ``Refine(SQ8)`` (+d: best 0.994
+  vs 1.000, and 0.95 at the same nprobe / k_factor), then ``PQ{d/4}x4fs,Refine(SQ8)``, then
+  no re-ranking with d/2, d/4, d/8 sub-quantizers. PQ alone caps recall@100 at ~0.8 (d/2;
+  0.819 on real MiniLM vectors) and ~0.65 (d/4): the gate refuses those at a 0.95 target.
+- OPQ: never chosen. On real MiniLM vectors without re-ranking, ``OPQ96_384`` lifted
+  PQ96x4fs from 0.671 to 0.720 but trained 786 s instead of 4 s; plain PQ192x4fs (48 more
+  bytes) reached 0.819 in 5 s. With re-ranking PQ error matters even less.
 - default nprobe / k_factor: measured at build time (``indexer.tuning``): the cheapest
   operating point reaching the target recall. ``default_nprobe`` is only the fallback.
 """
