@@ -109,10 +109,15 @@ def plot(records: Sequence[Record], out_dir: Path, title: str) -> list[Path]:
     ):
         fig, ax = plt.subplots(figsize=(7.5, 5))
         for name, pts in sorted(by_name.items()):
-            pts = sorted(pts, key=lambda r: r[x_key])
-            ax.plot(
-                [r[x_key] for r in pts], [_recall(r) for r in pts], marker="o", ms=4, label=name
-            )
+            # The line joins the Pareto points; other points (e.g. another refine factor) are dots.
+            front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r[x_key]) or pts
+            xs, ys = [r[x_key] for r in front], [_recall(r) for r in front]
+            (line,) = ax.plot(xs, ys, marker="o", ms=4, label=name)
+            rest = [r for r in pts if r not in front]
+            ax.scatter(
+                [r[x_key] for r in rest], [_recall(r) for r in rest], s=12, alpha=0.5,
+                color=line.get_color(),
+            )  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
