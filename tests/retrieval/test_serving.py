@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -220,37 +219,50 @@ def test_dimension_change_is_refused(root: Path, tmp_path: Path) -> None:
     validate(wide, None, ValidationConfig())  # a first version has nothing to be compatible with
 
 
-_SLOW_BUILD = """
+_BUILD_THAT_STOPS = """
 import logging, sys, time
 from pathlib import Path
-import indexer
 from indexer import artifact
 from indexer.build import BuildConfig, build
+name, occurrence = sys.argv[3].split(":")
+seen = 0
 _fsync = artifact._fsync_file
-def slow_fsync(path):  # a slow disk: every fsync of the publish step takes 40 ms
-    time.sleep(0.04)
+def fsync_then_stop(path):  # hangs at one chosen fsync of the publish step, to be killed there
+    global seen
     _fsync(path)
-artifact._fsync_file = slow_fsync
+    seen += name in ("*", Path(path).name)
+    if seen == int(occurrence):
+        print("Stopped at", path, file=sys.stderr, flush=True)
+        time.sleep(120)
+artifact._fsync_file = fsync_then_stop
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 build(BuildConfig(Path(sys.argv[1]), Path(sys.argv[2]), index_factory="IVF16,Flat", threads=1))
 """
 
+# Where the build dies, and whether LATEST has moved by then: after the first staged file,
+# after the manifest, after the version directory is renamed into place (LATEST not yet
+# replaced), and after LATEST is replaced (its directory not yet synced).
+_KILL_POINTS = [("*:1", False), ("manifest.json:1", False), ("index:1", False), ("index:2", True)]
 
-def _kill_during_publish(catalog: Path, root: Path, rng: random.Random) -> None:
+
+def _kill_during_publish(catalog: Path, root: Path, stop_at: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_BUILD, str(catalog), str(root)],
+        [sys.executable, "-c", _BUILD_THAT_STOPS, str(catalog), str(root), stop_at],
         stderr=subprocess.PIPE,
         text=True,
     )
     assert proc.stderr is not None
     try:
+        stopped = False
         for line in proc.stderr:
-            if line.startswith("Publishing"):
-                time.sleep(rng.uniform(0.0, 0.5))  # somewhere among ~9 slow fsyncs
+            if line.startswith("Stopped at"):
+                stopped = True
                 break
+        assert stopped, f"the build never reached fsync {stop_at} (exit {proc.wait()})"
         proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL  # it was still running: killed, not done
+        assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
+        proc.kill()
         proc.stderr.close()
 
 
@@ -258,17 +270,14 @@ def test_build_killed_mid_publish_leaves_a_served_loadable_version(
     server: RunningServer, root: Path, tmp_path: Path
 ) -> None:
     catalog, xb = _catalog(tmp_path)
-    rng = random.Random(5)
-    interrupted = 0
     with Load(f"127.0.0.1:{server.port}", xb, threads=2) as load:
-        for _ in range(4):
+        for stop_at, latest_moved in _KILL_POINTS:
             before = artifact.resolve(root).name
-            _kill_during_publish(catalog, root, rng)
+            _kill_during_publish(catalog, root, stop_at)
             latest = artifact.load(root)  # LATEST names a complete, intact version
-            interrupted += latest.version == before
+            assert (latest.version != before) == latest_moved, stop_at
             _wait(lambda v=latest.version: _served(server) == v, what="the LATEST version")  # type: ignore[misc]
         survivor = _served(server)
-    assert interrupted >= 1  # at least one kill landed before LATEST moved
     assert load.failures == []
     assert set(load.versions) <= set(artifact.list_versions(root))
     assert survivor in load.versions
