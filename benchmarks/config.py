@@ -78,13 +78,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "calibrated-1m": {
         "nb": 1_000_000,
         "nq": 10_000,
-        # IVF1024 trains k-means on 262,144 vectors (~110 s here); IVF4096 would train on all 1M
-        # (~16x the work) and an OPQ rotation took 400 s: neither fits the 3-minute build.
-        # Measured on this set: 4-bit PQ ranks poorly, so recall@100 >= 0.95 needs ~3,200
-        # candidates re-ranked (k_factor 32) and ~half of the lists probed.
-        "factory": "IVF1024,PQ96x4fs,RFlat",
-        "k_factor": 32,
-        "nprobes": (32, 64, 128, 192, 256, 384, 512, 768, 1024),
+        # adindex builds what indexer.params chooses for 1M x 384 (IVF4096,PQ192x4fs,RFlat,
+        # 64 training points per list) and its build-time tuning picks the default point.
+        "nprobes": (64, 128, 192, 256, 320, 384, 512, 768),
         # efConstruction 200 ran at 108-142 s per 50k vectors on the shared cores (projected
         # 45-60 min for 1M): 100, as the benchmark brief allows beyond ~40 min.
         "hnsw_ef_construction": 100,

@@ -291,9 +291,22 @@ def recall_gate(tuning: Tuning, params: IndexParams, d: int, config: BuildConfig
         tuning, params.index_factory, params.nlist, d, tuning_config(config)
     )
     if not config.allow_below_target:
-        raise RecallBelowTarget(message, tuning)
-    logger.warning("Publishing below target (--allow-below-target): %s", message)
-    return allowed_best(tuning, tuning_config(config))
+        raise RecallBelowTarget(
+            message + "\nNothing was published and LATEST is unchanged; --allow-below-target "
+            "publishes it anyway, marked below target in its manifest.",
+            tuning,
+        )
+    point = allowed_best(tuning, tuning_config(config))
+    logger.warning(
+        "Publishing below target (--allow-below-target) with nprobe %d, k_factor %d "
+        "(recall@%d %.3f), marked below target in the manifest: %s",
+        point.nprobe,
+        point.k_factor,
+        tuning.recall_k,
+        point.recall,
+        message,
+    )
+    return point
 
 
 def _versions(names: Sequence[str]) -> dict[str, str]:

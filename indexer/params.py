@@ -39,7 +39,10 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 MIN_POINTS_PER_LIST = 39  # FAISS k-means warns below 39 training points per centroid
-MAX_TRAIN_POINTS_PER_LIST = 256  # FAISS k-means subsamples above this anyway
+# Coarse k-means training points per list. Measured on calibrated 1M x 384, IVF4096,PQ192x4fs,
+# RFlat, nprobe 256: 32 / 64 / 128 per list gave recall@100 0.938 / 0.946 / 0.954 and trained
+# in 32 / 52 / 110 s; 64 keeps a 1M build within 3 minutes (nprobe 384 makes up the rest).
+TRAIN_POINTS_PER_LIST = 64
 DEFAULT_K_FACTOR = 4
 DEFAULT_MIN_RERANK = 64
 MIN_PQ_TRAIN = 65_536
@@ -255,7 +258,7 @@ def choose_params(
         nlist=nlist,
         nprobe=nprobe if nprobe is not None else default_nprobe(nlist),
         k_factor=k_factor if k_factor is not None else DEFAULT_K_FACTOR,
-        # Coarse k-means needs ~256 points per list; PQ codebooks keep improving up to ~64k.
-        train_size=min(n, max(nlist * MAX_TRAIN_POINTS_PER_LIST, MIN_PQ_TRAIN)),
+        # PQ codebooks keep improving up to ~64k points, whatever nlist.
+        train_size=min(n, max(nlist * TRAIN_POINTS_PER_LIST, MIN_PQ_TRAIN)),
         memory_bytes=memory,
     )

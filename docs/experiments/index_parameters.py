@@ -31,8 +31,8 @@ import numpy as np
 import indexer  # noqa: F401  (first: OpenMP environment before FAISS loads)
 from indexer.build import train_index
 from indexer.params import (
-    MAX_TRAIN_POINTS_PER_LIST,
     MIN_PQ_TRAIN,
+    TRAIN_POINTS_PER_LIST,
     IndexParams,
     estimate_memory_bytes,
     nlist_of,
@@ -75,7 +75,7 @@ def embed_sample(args: argparse.Namespace) -> None:
 
 def build(xb: np.ndarray, factory: str) -> tuple[object, float]:
     nlist = nlist_of(factory)
-    train = min(len(xb), max(nlist * MAX_TRAIN_POINTS_PER_LIST, MIN_PQ_TRAIN))
+    train = min(len(xb), max(nlist * TRAIN_POINTS_PER_LIST, MIN_PQ_TRAIN))
     t0 = time.perf_counter()
     index = train_index(xb, IndexParams(factory, nlist, 1, 1, train), seed=1234)
     return index, time.perf_counter() - t0

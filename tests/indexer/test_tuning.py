@@ -83,8 +83,8 @@ def test_rows_stop_where_more_lists_cannot_pay_off() -> None:
 
 
 def test_grids() -> None:
-    assert nprobe_grid(16) == [1, 2, 4, 8, 16]
-    assert nprobe_grid(48, fixed=12) == [1, 2, 4, 8, 12, 16, 32, 48]
+    assert nprobe_grid(16) == [1, 2, 3, 4, 6, 8, 12, 16]
+    assert nprobe_grid(48, fixed=10) == [1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32, 48]
     cfg = TuningConfig(k_factors=(1, 2, 4, 8), min_rerank=64)
     assert k_factor_grid(True, cfg, 100) == [1, 2, 4, 8]
     # At k=10 the min_rerank floor makes k_factor 1, 2 and 4 all re-rank 64 candidates.
