@@ -263,7 +263,9 @@ def sweep(
         stopped the sweep.
     """
     deadline = time.perf_counter() + config.time_budget_s
-    k_factors = row_order(k_factor_grid(has_refine(index), config, truth.shape[1]))
+    k_factors = row_order(
+        k_factor_grid(has_refine(index), config, truth.shape[1]), explicit=config.k_factor
+    )
     grid = nprobe_grid(nlist, config.nprobe)
     points: list[OperatingPoint] = []
     truncated = False
@@ -271,8 +273,8 @@ def sweep(
         for kf in k_factors:
             row: list[OperatingPoint] = []
             for nprobe in grid:
-                if time.perf_counter() > deadline:
-                    truncated = True
+                if (points or row) and time.perf_counter() > deadline:
+                    truncated = True  # (the first point is always measured: a curve to report)
                     break
                 p = measure(
                     index, xq, truth, nprobe=nprobe, k_factor=kf, min_rerank=config.min_rerank
@@ -290,10 +292,15 @@ def sweep(
     return sorted(points, key=lambda p: (p.k_factor, p.nprobe)), truncated
 
 
-def row_order(k_factors: Sequence[int]) -> list[int]:
-    """The default depth first (it usually holds the cheapest point reaching the target),
-    then the others deepest first: later rows only have to beat what earlier rows found."""
-    first = DEFAULT_K_FACTOR if DEFAULT_K_FACTOR in k_factors else max(k_factors)
+def row_order(k_factors: Sequence[int], explicit: int | None = None) -> list[int]:
+    """An explicit depth first (only its points can be chosen: the time budget must not run
+    out before it is measured), else the default depth (it usually holds the cheapest point
+    reaching the target); then the others deepest first: later rows only have to beat what
+    earlier rows found."""
+    if explicit is not None and explicit in k_factors:
+        first = explicit
+    else:
+        first = DEFAULT_K_FACTOR if DEFAULT_K_FACTOR in k_factors else max(k_factors)
     return [first, *sorted((kf for kf in k_factors if kf != first), reverse=True)]
 
 

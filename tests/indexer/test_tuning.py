@@ -15,11 +15,13 @@ from indexer.tuning import (
     OperatingPoint,
     TuningConfig,
     _row_done,
+    allowed_best,
     choose,
     k_factor_grid,
     nprobe_grid,
     pareto_frontier,
     recall_at_k,
+    row_order,
     tune,
 )
 from retrieval.searcher import Searcher
@@ -90,6 +92,24 @@ def test_grids() -> None:
     # At k=10 the min_rerank floor makes k_factor 1, 2 and 4 all re-rank 64 candidates.
     assert k_factor_grid(True, cfg, 10) == [1, 8]
     assert k_factor_grid(False, cfg, 100) == [1]
+
+
+def test_an_explicit_k_factor_is_measured_first() -> None:
+    assert row_order([1, 2, 4, 8]) == [4, 8, 2, 1]
+    assert row_order([1, 2, 4, 8, 32], explicit=32) == [32, 8, 4, 2, 1]
+
+
+def test_a_spent_budget_still_publishes_the_explicit_k_factor() -> None:
+    # At 1M a build given k_factor 32 ran out of budget in the default k_factor 4 row and
+    # published nprobe 2; the explicit row now comes first, and at least one point is measured.
+    xb = clustered_vectors(2000)
+    index = faiss.index_factory(xb.shape[1], "IVF16,PQ16x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+    index.train(xb)
+    index.add(xb)
+    cfg = TuningConfig(target_recall=0.999, recall_k=20, k_factor=8, time_budget_s=1e-9)
+    t = tune(index, xb, catalog_queries(xb, 50, seed=2), 16, cfg)
+    assert t.truncated and len(t.points) == 1
+    assert allowed_best(t, cfg).k_factor == 8
 
 
 def test_recall_matches_the_set_definition() -> None:
