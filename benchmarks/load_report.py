@@ -67,7 +67,10 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """p50 and p99 latency against achieved QPS, one curve per batching setting and mode."""
+    """p50 and p99 latency against achieved QPS, one curve per batching setting and mode.
+
+    One point per load level: the mean over its ``--rounds`` (the table keeps every round).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,14 +78,24 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for (batching, mode), group in _groups(rows).items():
-        group = sorted(group, key=lambda r: (r["clients"], r["offered_qps"] or 0))  # by load
-        qps = [r["qps"] for r in group]
+        levels: dict[tuple[int, float], list[dict[str, Any]]] = {}
+        for r in group:
+            levels.setdefault((r["clients"], r["offered_qps"] or 0.0), []).append(r)
+        points = [levels[key] for key in sorted(levels)]  # by load
+
+        def mean(rounds: list[dict[str, Any]], field: str) -> float:
+            return sum(float(r[field]) for r in rounds) / len(rounds)
+
+        qps = [mean(p, "qps") for p in points]
         line = ax.plot(
-            qps, [r["p99_ms"] for r in group], marker="o", label=f"batching {batching}, {mode}: p99"
+            qps,
+            [mean(p, "p99_ms") for p in points],
+            marker="o",
+            label=f"batching {batching}, {mode}: p99",
         )
         ax.plot(
             qps,
-            [r["p50_ms"] for r in group],
+            [mean(p, "p50_ms") for p in points],
             marker=".",
             linestyle="--",
             color=line[0].get_color(),
@@ -94,8 +107,12 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     first = rows[0]
+    loads = [r["load_avg_1m"] for r in rows if r.get("load_avg_1m") is not None]
+    load = f", load avg {min(loads):.1f}-{max(loads):.1f}" if loads else ""
     ax.set_title(
-        f"adindex gRPC, {first.get('index_key', '')}, k={first['k']}, {first['machine']['cores']} cores (shared)"
+        f"adindex gRPC, {first.get('index_key', '')}, nb={first.get('nb', '?')}, k={first['k']}, "
+        f"{first['machine']['cores']} cores{load}",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -43,6 +43,17 @@ def _serve_child(index: str, conn: Connection, stop: Event) -> None:
     running.stop(0)
 
 
+def _server_defaults() -> str:
+    from retrieval.server import ServerConfig
+
+    c = ServerConfig()
+    batching = "on" if c.batching is not None else "off"
+    return (
+        f"{c.workers} gRPC workers, {c.omp_threads} OpenMP thread, batching {batching}, "
+        f"shadow recall {c.shadow.sample_rate:.0%}"
+    )
+
+
 class AdindexGrpc(System):
     """The real gRPC server in its own process over adindex's artifact; one call at a time
     through ``retrieval.client.RetrievalClient``."""
@@ -80,7 +91,7 @@ class AdindexGrpc(System):
             index_bytes=self.adindex.built.index_bytes,
             rss_mb=rss_mb(self._proc.pid),
             extra={"server_start_s": round(start_s, 2), "rss_is": "whole server process",
-                   "server": "retrieval.server.create_server, 4 workers, 1 OpenMP thread"},
+                   "server": f"retrieval.server.create_server, {_server_defaults()}"},
         )  # fmt: skip
         return self.built
 
@@ -91,7 +102,7 @@ class AdindexGrpc(System):
         return self.adindex.points()
 
     def threads(self) -> dict[str, Any]:
-        return {"single": "1 client call; server: 4 gRPC workers, 1 OpenMP thread", "qps": 2}
+        return {"single": f"1 client call; server: {_server_defaults()}", "qps": 2}
 
     def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
         client, nprobe = self.client, int(point["nprobe"])

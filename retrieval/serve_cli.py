@@ -60,9 +60,10 @@ def _batching_flags(p: argparse.ArgumentParser) -> None:
     add(
         "--batching",
         type=_on_off,
-        default=True,
+        default=False,
         metavar="on|off",
-        help="gather concurrent unfiltered calls into one FAISS search (default: on)",
+        help="gather concurrent unfiltered calls into one FAISS search (default: off; "
+        "measured slower at 1M on 2 cores, docs/serving.md)",
     )
     add(
         "--max-batch",

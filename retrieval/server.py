@@ -74,7 +74,7 @@ class ServerConfig:
         DEFAULT_EXACT_MAX_ROWS  # filters leaving at most this many ads scan exactly
     )
     model: Path | None = None  # model for embedding upserted text (default: the index's own)
-    batching: BatchConfig | None = field(default_factory=BatchConfig)  # None: single path only
+    batching: BatchConfig | None = None  # None: single path (measured faster, docs/serving.md)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     metrics_host: str = "127.0.0.1"
