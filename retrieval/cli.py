@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -31,6 +32,7 @@ EPILOG = """examples:
   adindex serve --index ./index
   adindex retrieve --text "cozy autumn living room ideas" --k 10
   adindex info --index ./index
+  adindex bench --dataset sample          (recall/latency side by side; docs/benchmarks.md)
 """
 
 
@@ -232,7 +234,29 @@ def parser() -> argparse.ArgumentParser:
     _add_client(sub)
     _add_sample(sub)
     add_admin_commands(sub)
+    sub.add_parser(
+        "bench",
+        help="recall/latency against exact search, raw FAISS, hnswlib, LanceDB "
+        "(source checkout with '.[bench]'; 'adindex bench --help' lists its flags)",
+        add_help=False,
+    )
     return p
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    """``adindex bench ...`` = ``python -m benchmarks.recall_latency ...`` (docs/benchmarks.md)."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "benchmarks" / "recall_latency.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # benchmarks/ lives in the source checkout, not the wheel
+    try:  # imported by name: benchmarks/ is not part of the typed, installed packages
+        bench = importlib.import_module("benchmarks.recall_latency")
+    except ImportError as exc:
+        print(
+            f"error: the benchmark suite needs a source checkout and pip install '.[bench]': {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return int(bench.main(list(argv)))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -373,6 +397,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its flags are the benchmark's own
+        return cmd_bench(argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -86,3 +86,12 @@ def test_ndcg() -> None:
     assert ndcg_at(np.array([1, 2, 5]), grades) == pytest.approx(1.0)
     assert ndcg_at(np.array([5, 6]), grades) == 0.0
     assert 0 < ndcg_at(np.array([2, 1]), grades) < 1
+
+
+def test_adindex_bench_is_the_benchmark_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from retrieval.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "--help"])
+    assert done.value.code == 0
+    assert "--dataset" in capsys.readouterr().out
