@@ -1,0 +1,308 @@
+"""Row-by-row validation of a catalog: ``Builder`` turns JSON-like rows into a ``Catalog``.
+
+It knows nothing of file formats (those are in ``indexer.catalog_formats``), so every format
+shares one set of checks and messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.records import (
+    DEFAULT_TEXT_FIELDS,
+    EVERYWHERE,
+    FILE_FIELD,
+    STATUSES,
+    AdRecord,
+    Catalog,
+    CatalogError,
+    Problem,
+    Status,
+    Targeting,
+    parse_targeting,
+    type_name,
+)
+
+# Log as the public reader: callers (and tests) filter on "indexer.catalog".
+logger = logging.getLogger("indexer.catalog")
+
+_STATUS: dict[str, Status] = {"active": "active", "paused": "paused"}
+_MAX_CACHED = 100_000  # distinct targeting values parsed once each
+_RECORD = "<record>"
+
+
+@dataclass(frozen=True, slots=True)
+class BadCell:
+    """A cell that could not even be decoded (CSV/Parquet text); the message says why."""
+
+    message: str
+
+
+def _vector(value: object) -> tuple[np.ndarray | None, str]:
+    """A JSON array of numbers as a 1-D float64 array, or None and the reason."""
+    if not isinstance(value, list | tuple):
+        return None, f"expected an array of numbers, got {type_name(value)}"
+    if not value:
+        return None, "empty array"
+    try:
+        a = np.array(value)
+    except (ValueError, TypeError, OverflowError):
+        return None, "expected a flat array of numbers"
+    if a.ndim != 1 or a.dtype.kind not in "iuf":
+        return None, "expected a flat array of numbers"
+    return a, ""
+
+
+def _first_non_finite(x: np.ndarray, original: np.ndarray | None = None) -> str:
+    i = int(np.flatnonzero(~np.isfinite(x))[0])
+    value = (x if original is None else original)[i]
+    return f"value at index {i} ({value}) is not a finite float32"
+
+
+class Builder:
+    """Validates rows one at a time and assembles the Catalog; knows nothing of file formats."""
+
+    def __init__(self, source: Path, text_fields: tuple[str, ...]) -> None:
+        self.source = source
+        self._path = str(source)
+        self.text_fields = text_fields
+        self._problems: list[Problem] = []
+        self._records: list[AdRecord | None] = []  # None: the row has problems
+        self._lines: list[int] = []
+        self._ids: list[str | None] = []
+        self._bad: set[int] = set()
+        self._no_text: list[int] = []
+        self._first_line: dict[str, int] = {}
+        # Most ads share a few targetings: parse each distinct one once, and share the object.
+        self._targetings: dict[str, tuple[Targeting, list[tuple[str, str]]]] = {}
+        self._vectors: list[np.ndarray | None] = []  # None: no embedding in the row
+        self._xb: np.ndarray | None = None  # set by the Parquet fast path instead of _vectors
+        self._dim: tuple[int, int] | None = None  # (d, line of the row that set it)
+        self._bad_matrix: list[int] = []
+        self._has_embeddings = False
+        # Parquet has rows, not lines: messages that point at another row say which.
+        self._unit = "row" if source.suffix.lower() == ".parquet" else "line"
+        self.unknown: set[str] = set()
+        # The row being added: every problem names it.
+        self._row, self._line, self._ad_id = 0, 0, ""
+
+    def problem(self, field: str, message: str) -> None:
+        """Record a problem of the row being added."""
+        self._problems.append(Problem(self._path, self._line, field, message, self._ad_id or None))
+        self._bad.add(self._row)
+
+    def malformed(self, line: int, message: str) -> None:
+        """A line that is not a row at all (not JSON, wrong number of CSV cells)."""
+        self._problems.append(Problem(self._path, line, _RECORD, message))
+
+    def file_error(self, line: int, field: str, message: str) -> CatalogError:
+        return CatalogError([Problem(self._path, line, field, message)], self.source)
+
+    def add(self, line: int, obj: Mapping[str, object]) -> None:
+        """Validate one row (JSON-like values) and keep it, with its problems."""
+        self._row, self._line, self._ad_id = len(self._records), line, ""
+        n_problems = len(self._problems)
+        ad_id = self._ident("ad_id", obj.get("ad_id"))
+        if ad_id is not None:
+            self._ad_id = ad_id
+            first = self._first_line.setdefault(ad_id, line)
+            if first != line:
+                self.problem(
+                    "ad_id", f"duplicate ad_id {ad_id!r} (first seen at {self._unit} {first})"
+                )
+        advertiser_id = self._ident("advertiser_id", obj.get("advertiser_id"))
+        campaign_id = self._ident("campaign_id", obj.get("campaign_id"))
+        texts = self._texts(obj)
+        targeting = self._targeting(obj.get("targeting"))
+        status = self._status(obj.get("status"))
+        bid = self._bid(obj.get("bid"))
+        if self._xb is None:
+            self._embedding(obj.get("embedding"))
+        self._lines.append(line)
+        self._ids.append(ad_id)
+        if (
+            len(self._problems) > n_problems
+            or ad_id is None
+            or advertiser_id is None
+            or campaign_id is None
+            or status is None
+        ):
+            self._records.append(None)
+            return
+        record = AdRecord(ad_id, advertiser_id, campaign_id, *texts, targeting, status, bid)
+        self._records.append(record)
+
+    def _ident(self, name: str, value: object) -> str | None:
+        if type(value) is str:
+            if stripped := value.strip():
+                return stripped
+            message = "must not be empty"
+        elif type(value) is int:
+            return str(value)
+        elif value is None:
+            message = "required"
+        else:
+            message = f"expected a string or integer, got {type_name(value)}"
+        self.problem(name, message)
+        return None
+
+    def _texts(self, obj: Mapping[str, object]) -> tuple[str, str, str]:
+        out = ["", "", ""]
+        has_text = False
+        for i, name in enumerate(DEFAULT_TEXT_FIELDS):
+            value = obj.get(name)
+            if value is None:
+                continue
+            if type(value) is not str:
+                self.problem(name, f"expected a string, got {type_name(value)}")
+                continue
+            out[i] = value
+            if not has_text and value and not value.isspace() and name in self.text_fields:
+                has_text = True
+        if not has_text:
+            self._no_text.append(self._row)  # an error only if the catalog has no embeddings
+        return out[0], out[1], out[2]
+
+    def _status(self, value: object) -> Status | None:
+        if type(value) is str and (status := _STATUS.get(value.strip().lower())):
+            return status
+        expected = f"expected one of {', '.join(STATUSES)}"
+        if value is None or value == "":
+            self.problem("status", f"required ({expected})")
+        else:
+            self.problem("status", f"{value!r}: {expected}")
+        return None
+
+    def _bid(self, value: object) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, BadCell):
+            self.problem("bid", value.message)
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem("bid", f"expected a number, got {type_name(value)}")
+            return None
+        bid = float(value) if abs(value) < 1e300 else math.inf  # float(10**400) would raise
+        if not (math.isfinite(bid) and bid >= 0):
+            self.problem("bid", f"must be finite and >= 0; got {value!r}")
+            return None
+        return bid
+
+    def _targeting(self, value: object) -> Targeting:
+        if value is None:
+            return EVERYWHERE
+        if isinstance(value, BadCell):
+            self.problem("targeting", value.message)
+            return EVERYWHERE
+        key = repr(value)  # JSON-like values: equal reprs mean equal values
+        if (parsed := self._targetings.get(key)) is None:
+            parsed = parse_targeting(value)
+            if len(self._targetings) < _MAX_CACHED:
+                self._targetings[key] = parsed
+        for name, message in parsed[1]:
+            self.problem(name, message)
+        return parsed[0]
+
+    def _embedding(self, value: object) -> None:
+        if value is None:
+            self._vectors.append(None)
+            return
+        self._has_embeddings = True
+        self._vectors.append(_NO_VECTOR)  # replaced below when the vector is valid
+        if isinstance(value, BadCell):
+            self.problem("embedding", value.message)
+            return
+        a, reason = _vector(value)
+        if a is None:
+            self.problem("embedding", reason)
+            return
+        if self._dim is None:
+            self._dim = (len(a), self._line)
+        elif len(a) != self._dim[0]:
+            d, line = self._dim
+            self.problem(
+                "embedding", f"dimension {len(a)}, expected {d} (as at {self._unit} {line})"
+            )
+            return
+        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, below
+            x = a.astype(np.float32)
+        if not np.isfinite(x).all():
+            self.problem("embedding", _first_non_finite(x, a))
+            return
+        self._vectors[-1] = x
+
+    def set_matrix(self, xb: np.ndarray) -> None:
+        """Embeddings of all rows at once (before any row is added); non-finite rows are flagged."""
+        self._xb, self._has_embeddings = xb, True
+        self._bad_matrix = np.flatnonzero(~np.isfinite(xb).all(axis=1)).tolist()
+
+    def finish(self, sha256: str, *, skip_invalid: bool) -> Catalog:
+        """Apply the whole-file checks, then raise, or return the catalog of good rows."""
+        self._whole_file_checks()
+        problems = sorted(self._problems, key=lambda p: p.line)  # stable: fields stay in order
+        if problems and not skip_invalid:
+            raise CatalogError(problems, self.source)
+        keep = [i for i, r in enumerate(self._records) if r is not None and i not in self._bad]
+        if not keep:
+            n_rows = len(self._records) + self._n_malformed()
+            what = f"{n_rows} row(s), none valid" if n_rows else "no rows"
+            empty = Problem(
+                self._path, 0, FILE_FIELD, f"the catalog has no valid ad records ({what})"
+            )
+            raise CatalogError([*problems, empty], self.source)
+        records = [r for i in keep if (r := self._records[i]) is not None]
+        if problems:
+            logger.warning(
+                "%s: skipped %d invalid row(s) with %d problem(s); kept %d",
+                self.source,
+                len(self._records) - len(keep) + self._n_malformed(),
+                len(problems),
+                len(keep),
+            )
+        logger.info("Read %d ads from %s", len(records), self.source)
+        return Catalog(
+            records,
+            self._embeddings(keep),
+            problems,
+            self.source,
+            sha256,
+            [self._lines[i] for i in keep],
+        )
+
+    def _n_malformed(self) -> int:
+        return sum(p.field == _RECORD for p in self._problems)
+
+    def _whole_file_checks(self) -> None:
+        if self.unknown:
+            logger.info(
+                "%s: ignoring unknown field(s): %s", self.source, ", ".join(sorted(self.unknown))
+            )
+        late: list[tuple[int, str, str]] = []  # (row, field, message)
+        if self._xb is not None:
+            late += [(i, "embedding", _first_non_finite(self._xb[i])) for i in self._bad_matrix]
+        elif self._has_embeddings:
+            first = next(self._lines[i] for i, v in enumerate(self._vectors) if v is not None)
+            message = f"missing, but other rows carry embeddings (first at {self._unit} {first})"
+            late += [(i, "embedding", message) for i, v in enumerate(self._vectors) if v is None]
+        else:
+            message = f"no text to embed: {', '.join(self.text_fields)} all empty, no embedding"
+            late += [(i, "text", message) for i in self._no_text]
+        for i, name, message in late:
+            self._row, self._line, self._ad_id = i, self._lines[i], self._ids[i] or ""
+            self.problem(name, message)
+
+    def _embeddings(self, keep: list[int]) -> np.ndarray | None:
+        if not self._has_embeddings:
+            return None
+        if self._xb is not None:
+            return self._xb if len(keep) == len(self._xb) else self._xb[keep]
+        return np.stack([v for i in keep if (v := self._vectors[i]) is not None])
+
+
+_NO_VECTOR = np.empty(0, dtype=np.float32)  # the row had an embedding, but not a valid one
