@@ -78,7 +78,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "calibrated-1m": {
         "nb": 1_000_000,
         "nq": 10_000,
-        # adindex builds what indexer.params chooses for 1M x 384 (IVF4096,PQ192x4fs,RFlat,
+        # adindex builds what indexer.params chooses for 1M x 384 (IVF2048,PQ192x4fs,RFlat,
         # 64 training points per list) and its build-time tuning picks the default point.
         "nprobes": (64, 128, 192, 256, 320, 384, 512, 768),
         # efConstruction 200 ran at 108-142 s per 50k vectors on the shared cores (projected

@@ -62,7 +62,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT  # 0 picks a free port
     index: Path | None = None  # artifact root (with LATEST) or a version directory
     max_k: int = 1000
-    workers: int = 16  # blocked batch followers hold a worker: room for 16 concurrent callers
+    workers: int = 16  # room for 16 concurrent callers (and for blocked followers with batching)
     omp_threads: int = 1
     max_message_bytes: int = 1 << 20  # a 384-d request is ~1.6 KB; 1 MiB leaves room for batches
     max_active_calls: int = 256  # queued + running; more are refused with RESOURCE_EXHAUSTED
