@@ -274,7 +274,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="on,off",
         help="with --index: settings to compare (default: %(default)s)",
     )
-    r.add_argument("--workers", type=int, default=8, help="with --index: server worker threads")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="with --index: server worker threads (default: %(default)s, as adindex serve)",
+    )
     r.add_argument(
         "--clients",
         type=_ints,
@@ -335,7 +340,7 @@ def _describe(
         "index_key": info.index_factory,
         "nb": info.ad_count,
         "default_nprobe": info.default_nprobe,
-        "server_workers": args.workers,
+        "server_workers": args.workers if args.index else None,  # unknown for --server
     }
     truth_path = args.index.parent / "truth.npy" if args.index else None
     if truth_path is not None and truth_path.is_file():
