@@ -123,7 +123,7 @@ def embed_catalog(
         (xb, model_info): xb of shape (n, d), float32, unit rows; model_info for the manifest.
     """
     if catalog.embeddings is not None:
-        xb = normalize(catalog.embeddings)
+        xb = normalize(catalog.embeddings, inplace=True)  # the build owns the catalog's matrix
         if config.model is not None:
             embedder = embedder or SentenceTransformerEmbedder(config.model)
             if embedder.dimension != xb.shape[1]:

@@ -10,7 +10,7 @@ import codecs
 import csv
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -152,17 +152,25 @@ def read_parquet(source: Path, builder: Builder) -> str:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
         f.seek(0)
         try:
-            table = pq.read_table(f)
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            _check_columns(builder, names, 0, "<schema>")
+            columns = [c for c in names if c in _FIELDS]
+            if "embedding" in columns:
+                # Read apart from the other columns, batch by batch into one float32 matrix: the
+                # whole Arrow column is never held (1.5 GB at 1M x 384, more while decoding).
+                batches = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=["embedding"])
+                field = pf.schema_arrow.field("embedding")
+                xb = _parquet_matrix(batches, pf.metadata.num_rows, field.type)
+                if xb is not None:
+                    builder.set_matrix(xb)
+                    columns.remove("embedding")
+            table = pf.read(columns=columns)
         except (pa.ArrowException, OSError) as exc:
             raise builder.file_error(0, FILE_FIELD, f"not a readable Parquet file: {exc}") from exc
-    _check_columns(builder, table.column_names, 0, "<schema>")
-    columns = [c for c in table.column_names if c in _FIELDS]
-    if "embedding" in columns and (xb := _parquet_matrix(table.column("embedding"))) is not None:
-        builder.set_matrix(xb)
-        columns.remove("embedding")
     cache: dict[str, object] = {}
     line = 0
-    for batch in table.select(columns).to_batches(max_chunksize=_PARQUET_BATCH_ROWS):
+    for batch in table.to_batches(max_chunksize=_PARQUET_BATCH_ROWS):
         values = {c: _parquet_values(batch.column(c), c, cache) for c in columns}
         for j in range(batch.num_rows):
             line += 1
@@ -177,23 +185,36 @@ def _parquet_values(array: pa.Array, column: str, cache: dict[str, object]) -> l
     return values
 
 
-def _parquet_matrix(column: pa.ChunkedArray) -> np.ndarray | None:
+def _parquet_matrix(
+    batches: Iterable[pa.RecordBatch], n: int, list_type: pa.DataType
+) -> np.ndarray | None:
     """Vectorised embeddings: (n, d) float32 when every row is a same-length list of non-null
     numbers; otherwise None, and the rows are checked one by one (which names the bad rows)."""
-    t = column.type
-    is_list = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-    if not is_list or column.null_count or len(column) == 0:
+    t = list_type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         return None
-    array = column.combine_chunks()
-    values = array.flatten()  # respects slicing offsets, unlike .values
-    if values.null_count or not (
-        pa.types.is_floating(values.type) or pa.types.is_integer(values.type)
-    ):
-        return None
-    lengths = pc.list_value_length(array).to_numpy()
-    d = int(lengths[0])
-    if d == 0 or (lengths != d).any():
-        return None
-    with np.errstate(over="ignore", invalid="ignore"):  # > float32 max -> inf: flagged per row
-        xb = np.array(values.to_numpy(zero_copy_only=False), dtype=np.float32)
-    return xb.reshape(len(array), d)
+    xb: np.ndarray | None = None
+    row = 0
+    for batch in batches:
+        chunk = batch.column(0)
+        if chunk.null_count:
+            return None
+        lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+        if xb is None and len(lengths):
+            d = int(lengths[0])
+            if d == 0:
+                return None
+            xb = np.empty((n, d), dtype=np.float32)
+        if xb is None or (lengths != xb.shape[1]).any():
+            return None
+        values = chunk.flatten()  # respects slicing offsets, unlike .values
+        if values.null_count or not (
+            pa.types.is_floating(values.type) or pa.types.is_integer(values.type)
+        ):
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):  # > float32 max -> inf: flagged per row
+            xb[row : row + len(chunk)] = values.to_numpy(zero_copy_only=False).reshape(
+                len(chunk), -1
+            )
+        row += len(chunk)
+    return xb if xb is not None and row == n else None

@@ -154,3 +154,15 @@ def test_cli_exit_code_and_info_table(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "frontier" in text and "<- default" in text
     assert cli.main(["info", "--index", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["manifest"]["quality"]["below_target"] is True
+
+
+def test_normalize_in_place_matches_the_copy_and_keeps_zero_rows() -> None:
+    x = clustered_vectors(50, 16) * 3.0
+    x[7] = 0.0
+    expected = normalize(x)
+    assert expected is not x and np.abs(x[0]).sum() > 0  # the copy leaves x alone
+    same = normalize(x, inplace=True)
+    assert same is x  # no second matrix: a build's peak memory
+    np.testing.assert_allclose(same, expected, rtol=1e-6)
+    assert not same[7].any()
+    np.testing.assert_allclose(np.linalg.norm(np.delete(same, 7, axis=0), axis=1), 1.0, rtol=1e-5)

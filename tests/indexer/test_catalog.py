@@ -102,7 +102,9 @@ def write_parquet(path: Path, rows: Sequence[dict[str, Any]], targeting_json: bo
     return path
 
 
-def write_parquet_embeddings(path: Path, xb: np.ndarray, list_type: str) -> Path:
+def write_parquet_embeddings(
+    path: Path, xb: np.ndarray, list_type: str, row_group_size: int | None = None
+) -> Path:
     n, d = xb.shape
     values = pa.array(xb.ravel(), pa.float32())
     offsets = pa.array(np.arange(n + 1) * d, pa.int32())
@@ -122,7 +124,7 @@ def write_parquet_embeddings(path: Path, xb: np.ndarray, list_type: str) -> Path
             "embedding": embedding,
         }
     )
-    pq.write_table(table, path)
+    pq.write_table(table, path, row_group_size=row_group_size)
     return path
 
 
@@ -399,17 +401,20 @@ def test_invalid_embedding(tmp_path: Path, embedding: Any, message: str) -> None
     assert problem.message == message
 
 
+@pytest.mark.parametrize("row_group_size", [None, 3])  # 3: a column of several chunks
 @pytest.mark.parametrize("list_type", ["list", "large_list", "fixed_size_list"])
-def test_parquet_embeddings(tmp_path: Path, list_type: str) -> None:
-    xb = np.random.default_rng(1338).standard_normal((5, 16)).astype(np.float32)
-    path = write_parquet_embeddings(tmp_path / "ads.parquet", xb, list_type)
+def test_parquet_embeddings(tmp_path: Path, list_type: str, row_group_size: int | None) -> None:
+    xb = np.random.default_rng(1338).standard_normal((8, 16)).astype(np.float32)
+    path = write_parquet_embeddings(tmp_path / "ads.parquet", xb, list_type, row_group_size)
+    if row_group_size:
+        assert pq.read_table(path).column("embedding").num_chunks > 1
     catalog = read_catalog(path)  # no text columns: the embeddings stand in
     assert catalog.embeddings is not None
-    assert catalog.embeddings.shape == (5, 16)
+    assert catalog.embeddings.shape == (8, 16)
     assert catalog.embeddings.dtype == np.float32
     assert catalog.embeddings.flags.writeable
     np.testing.assert_array_equal(catalog.embeddings, xb)
-    assert [r.ad_id for r in catalog.records] == [f"ad-{i}" for i in range(5)]
+    assert [r.ad_id for r in catalog.records] == [f"ad-{i}" for i in range(8)]
 
 
 def test_parquet_non_finite_embedding_names_the_row(tmp_path: Path) -> None:
