@@ -139,6 +139,29 @@ def test_gate_override_publishes_and_marks_the_manifest(tmp_path: Path) -> None:
     assert artifact.resolve(out) == result.version_dir
 
 
+def test_explicit_search_parameters_win_over_tuning(tmp_path: Path) -> None:
+    # Reaching the target: the cheapest point among those with the explicit values. Below it
+    # (with the override): the explicit values are still what is published.
+    path = _vector_catalog(tmp_path)
+    for nprobe, k_factor, target in ((32, 8, 0.95), (2, 2, 0.999)):
+        config = BuildConfig(
+            catalog=path,
+            out=tmp_path / f"idx-{nprobe}",
+            threads=1,
+            nprobe=nprobe,
+            k_factor=k_factor,
+            target_recall=target,
+            allow_below_target=True,
+        )
+        m = build(config).manifest
+        assert m["quality"]["below_target"] == (target > 0.99)  # both branches are exercised
+        assert (m["search"]["nprobe"], m["search"]["k_factor"]) == (nprobe, k_factor)
+        assert (m["quality"]["chosen"]["nprobe"], m["quality"]["chosen"]["k_factor"]) == (
+            nprobe,
+            k_factor,
+        )
+
+
 def test_cli_exit_code_and_info_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _vector_catalog(tmp_path)
     out = tmp_path / "idx"
