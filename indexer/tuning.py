@@ -7,16 +7,17 @@ Every build measures its index before publishing it (``indexer.build``):
 2. **Ground truth.** Exact inner product (``IndexFlatIP``) over all n vectors. Paused ads are
    included: eligibility changes after publishing (admin pauses), the index does not, and the
    searcher's ``IDSelectorBitmap`` removes ineligible ids inside the same IVF scan.
-3. **Sweep.** nprobe over powers of two and 1.5x powers of two up to nlist, and for re-ranking indexes the depth
-   k_factor over ``k_factors`` (1, 2, 4, 8), with the searcher's own rule: effective
-   k_factor = max(k_factor, min_rerank / k). (Not 16: a fast-scan IVF search for 1,600
-   candidates is several times slower than for 800.) k_factor 4 goes first, then 8, 2, 1;
-   a row runs until recall plateaus (gain < ``PLATEAU_GAIN`` per doubling), reaches 0.999,
-   or reaches the target (its cheapest such point). Later rows also stop once slower than
-   the cheapest target-reaching point (x ``SLOWER``) or too far below the target to reach
-   it. The whole sweep stops when its time budget is spent. Latency: the first 200
-   queries, one ``search`` call each on one OpenMP thread, as the server runs (p50, p99 ms);
-   recall: all queries (the rest batched).
+3. **Sweep.** nprobe over powers of two and 1.5x powers of two up to nlist, and for
+   re-ranking indexes the depth k_factor over ``k_factors`` (1, 2, 4, 8), with the searcher's
+   own rule: effective k_factor = max(k_factor, min_rerank / k). (Not 16: a fast-scan IVF
+   search for 1,600 candidates is several times slower than for 800.) An explicit k_factor
+   goes first, else 4; then the others deepest first. A row runs until recall plateaus
+   (gain < ``PLATEAU_GAIN`` per doubling of nprobe), reaches 0.999, or reaches the target
+   (its cheapest such point). Later rows also stop once slower than the cheapest
+   target-reaching point (x ``SLOWER``) or too far below the target to reach it. The whole
+   sweep stops when its time budget is spent (after at least one point). Latency: the first
+   200 queries, one ``search`` call each on one OpenMP thread, as the server runs (p50, p99
+   ms); recall: all queries (the rest batched).
    Recall is measured at k = ``recall_k`` only: the defaults are tuned for that k (smaller
    requests re-rank at least ``min_rerank`` candidates).
 4. **Choice.** Points no other point beats on both recall and p50 form the Pareto frontier
