@@ -66,6 +66,10 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _mean(rounds: Sequence[dict[str, Any]], field: str) -> float:
+    return sum(float(r[field]) for r in rounds) / len(rounds)
+
+
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """p50 and p99 latency against achieved QPS, one curve per batching setting and mode.
 
@@ -82,20 +86,16 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         for r in group:
             levels.setdefault((r["clients"], r["offered_qps"] or 0.0), []).append(r)
         points = [levels[key] for key in sorted(levels)]  # by load
-
-        def mean(rounds: list[dict[str, Any]], field: str) -> float:
-            return sum(float(r[field]) for r in rounds) / len(rounds)
-
-        qps = [mean(p, "qps") for p in points]
+        qps = [_mean(p, "qps") for p in points]
         line = ax.plot(
             qps,
-            [mean(p, "p99_ms") for p in points],
+            [_mean(p, "p99_ms") for p in points],
             marker="o",
             label=f"batching {batching}, {mode}: p99",
         )
         ax.plot(
             qps,
-            [mean(p, "p50_ms") for p in points],
+            [_mean(p, "p50_ms") for p in points],
             marker=".",
             linestyle="--",
             color=line[0].get_color(),
