@@ -60,8 +60,15 @@ def _deny(code: grpc.StatusCode, message: str) -> _Handler:
 class CountingExecutor(futures.ThreadPoolExecutor):
     """A thread pool that knows how many tasks (calls) are queued or running."""
 
-    def __init__(self, max_workers: int, thread_name_prefix: str = ""):
-        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+    def __init__(
+        self,
+        max_workers: int,
+        thread_name_prefix: str = "",
+        initializer: Callable[[], object] | None = None,
+    ):
+        super().__init__(
+            max_workers=max_workers, thread_name_prefix=thread_name_prefix, initializer=initializer
+        )
         self._count_lock = threading.Lock()
         self.active = 0
 

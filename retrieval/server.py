@@ -112,6 +112,7 @@ class RunningServer:
     health: health.HealthServicer
     metrics: Metrics
     serving: ServingInterceptor
+    executor: CountingExecutor  # the gRPC workers (calls run here)
     watcher: IndexWatcher | None = None
     shadow: ShadowRecall | None = None
     metrics_http: MetricsHttp | None = None
@@ -185,8 +186,17 @@ def _listen(server: grpc.Server, config: ServerConfig) -> int:
     return port
 
 
-def _grpc_server(config: ServerConfig, metrics: Metrics) -> tuple[grpc.Server, ServingInterceptor]:
-    executor = CountingExecutor(config.workers, thread_name_prefix="retrieve")
+def _grpc_server(
+    config: ServerConfig, metrics: Metrics
+) -> tuple[grpc.Server, ServingInterceptor, CountingExecutor]:
+    # omp_set_num_threads only sets the *calling* thread's OpenMP thread count: a worker thread
+    # would otherwise search with OpenMP's process default (one thread per core), so every
+    # worker sets it for itself when it starts.
+    executor = CountingExecutor(
+        config.workers,
+        thread_name_prefix="retrieve",
+        initializer=lambda: faiss.omp_set_num_threads(config.omp_threads),
+    )
     metrics.rpc_active.set_function(lambda: executor.active)
     serving = ServingInterceptor(metrics, executor, config.max_active_calls)
     interceptors: list[_Interceptor] = [serving, ErrorInterceptor()]
@@ -201,7 +211,7 @@ def _grpc_server(config: ServerConfig, metrics: Metrics) -> tuple[grpc.Server, S
         ],
         maximum_concurrent_rpcs=config.max_active_calls,
     )
-    return server, serving
+    return server, serving, executor
 
 
 def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> RunningServer:
@@ -220,7 +230,7 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     # instead of 1 ms on two busy cores, measured): one thread per request.
     threadpool_limits(limits=1, user_api="blas")
     metrics = Metrics()
-    server, serving = _grpc_server(config, metrics)
+    server, serving, executor = _grpc_server(config, metrics)
     health_servicer = health.HealthServicer()
     state = IndexState(
         health_servicer,
@@ -239,7 +249,9 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     server.start()
     tls = "TLS" if config.tls_cert else "plaintext"
     logger.info("Listening on %s:%d (%s, %s)", config.host, port, SERVICE_NAME, tls)
-    running = RunningServer(server, port, state, health_servicer, metrics, serving, shadow=shadow)
+    running = RunningServer(
+        server, port, state, health_servicer, metrics, serving, executor, shadow=shadow
+    )
     running.drain_linger_s = config.drain_linger_s
     if config.metrics_port is not None:
         running.metrics_http = MetricsHttp(metrics, config.metrics_host, config.metrics_port)

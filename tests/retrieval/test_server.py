@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import faiss
 import grpc
 import numpy as np
 import pytest
@@ -55,6 +58,30 @@ def test_own_embedding_returns_the_ad_first(
     active = [i for i, r in enumerate(records) if r.status == "active"][:200]
     firsts = [client.retrieve(xb[i], 1).candidates[0].ad_id for i in active]
     assert firsts == [records[i].ad_id for i in active]
+
+
+def test_searches_run_on_one_openmp_thread_per_worker(
+    server: RunningServer, client: RetrievalClient, vector_catalog: VectorCatalog
+) -> None:
+    # omp_set_num_threads is per thread: a worker that did not set it itself would search with
+    # OpenMP's default (one thread per core) and fight the other workers for the cores.
+    searcher = server.state.current()
+    seen: list[tuple[str, int]] = []
+    real_search = searcher.search
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((threading.current_thread().name, faiss.omp_get_max_threads()))
+        return real_search(*args, **kwargs)
+
+    searcher.search = spy  # type: ignore[method-assign]
+    try:
+        for q in vector_catalog[2][:20]:
+            client.retrieve(q, 10)
+    finally:
+        del searcher.search
+    assert len(seen) == 20
+    assert all(name.startswith("retrieve") for name, _ in seen), seen
+    assert {threads for _, threads in seen} == {1}
 
 
 def test_paused_ads_never_come_back(client: RetrievalClient, vector_catalog: VectorCatalog) -> None:
