@@ -87,6 +87,9 @@ class LoadResult:
     p99_ms: float
     ok: int
     errors: dict[str, int] = field(default_factory=dict)
+    # CPU per call over the whole level (warm-up included): what the two cores are spent on.
+    client_cpu_ms: float | None = None  # the client processes, per call they made
+    server_cpu_ms: float | None = None  # the server process (when its pid is known), per call
 
 
 # -- client processes -----------------------------------------------------------------------------
@@ -135,8 +138,10 @@ def _client_thread(
 def _client_process(
     run: LoadRun, xq: np.ndarray, first: int, count: int, start: float, conn: Connection
 ) -> None:
-    """One spawned process running ``count`` client threads; sends back (sent, latency, code)."""
+    """One spawned process running ``count`` client threads; sends back its samples (sent,
+    latency, code) and the CPU seconds its threads used."""
     out: list[tuple[float, float, str]] = []
+    cpu0 = time.process_time()
     quota = max(1, run.max_calls // run.clients)
     threads = [
         threading.Thread(target=_client_thread, args=(run, xq, first + i, start, quota, out))
@@ -146,12 +151,23 @@ def _client_process(
         t.start()
     for t in threads:
         t.join()
-    conn.send(out)
+    conn.send((out, time.process_time() - cpu0))
     conn.close()
 
 
-def drive(run: LoadRun, xq: np.ndarray) -> LoadResult:
-    """Run one load level; returns achieved QPS and latency percentiles of the measured window."""
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def drive(run: LoadRun, xq: np.ndarray, server_pid: int | None = None) -> LoadResult:
+    """Run one load level; returns achieved QPS and latency percentiles of the measured window,
+    and the CPU per call of the clients and (given its pid) of the server."""
+    server_cpu0 = process_cpu_s(server_pid) if server_pid is not None else None
     ctx = mp.get_context("spawn")
     procs = min(run.procs, run.clients)
     share = [run.clients // procs + (i < run.clients % procs) for i in range(procs)]
@@ -164,10 +180,19 @@ def drive(run: LoadRun, xq: np.ndarray) -> LoadResult:
         pipes.append(receive)
         workers.append(p)
     samples: list[tuple[float, float, str]] = []
+    client_cpu_s = 0.0
     for receive, p in zip(pipes, workers, strict=True):
-        samples += receive.recv()
+        out, cpu_s = receive.recv()
+        samples += out
+        client_cpu_s += cpu_s
         p.join()
-    return summarize(run, samples)
+    result = summarize(run, samples)
+    calls = len(samples) + run.clients  # every sample, plus each client's connecting call
+    result.client_cpu_ms = 1e3 * client_cpu_s / calls
+    server_cpu1 = process_cpu_s(server_pid) if server_pid is not None else None
+    if server_cpu0 is not None and server_cpu1 is not None:
+        result.server_cpu_ms = 1e3 * (server_cpu1 - server_cpu0) / calls
+    return result
 
 
 def summarize(run: LoadRun, samples: Sequence[tuple[float, float, str]]) -> LoadResult:
@@ -221,6 +246,7 @@ class Server:
             *extra,
         ]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
         assert self.proc.stderr is not None
         port, lines = 0, []
         for line in self.proc.stderr:
@@ -269,6 +295,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--index", type=Path, help="artifact root: start `adindex serve` on it per --batching"
     )
     g.add_argument("--server", help="an already running server, 127.0.0.1:PORT")
+    r.add_argument(
+        "--server-pid",
+        type=int,
+        help="with --server: its process id, to report the server's CPU per call",
+    )
     r.add_argument(
         "--batching",
         default="on,off",
@@ -366,16 +397,18 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
     servers: dict[str, Server] = {}
     try:
         targets = {"?": args.server} if args.server else {}
+        pids: dict[str, int | None] = {"?": args.server_pid}
         for setting in args.batching.split(",") if args.index else []:
             servers[setting] = Server(args.index, setting == "on", args.workers)
             targets[setting] = servers[setting].target
+            pids[setting] = servers[setting].pid
         extras = {setting: _describe(args, t, xq, setting) for setting, t in targets.items()}
         rows = []
         for level in _levels(args, "127.0.0.1:0"):  # each run gets its server below
             for round_ in range(args.rounds):
                 for setting, target in targets.items():
                     run = dataclasses.replace(level, target=target)
-                    row = record(drive(run, xq), round=round_, **extras[setting])
+                    row = record(drive(run, xq, pids[setting]), round=round_, **extras[setting])
                     keys = (
                         "batching",
                         "mode",
@@ -384,6 +417,8 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "qps",
                         "p50_ms",
                         "p99_ms",
+                        "client_cpu_ms",
+                        "server_cpu_ms",
                         "errors",
                     )
                     logger.info("%s", json.dumps({k: row[k] for k in keys}))

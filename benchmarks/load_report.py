@@ -27,6 +27,10 @@ def _git_sha() -> str:
     return sha + ("-dirty" if dirty.strip() else "")
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
 def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
     """One JSON line: the run, what it achieved, and where it ran."""
     run = asdict(result.run)
@@ -42,6 +46,8 @@ def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
         "p99_ms": round(result.p99_ms, 3),
         "ok": result.ok,
         "errors": result.errors,
+        "client_cpu_ms": _round(result.client_cpu_ms),
+        "server_cpu_ms": _round(result.server_cpu_ms),
         **extra,
         "load_avg_1m": os.getloadavg()[0],
         "machine": {
@@ -54,14 +60,18 @@ def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    head = f"{'batching':>8} {'mode':>8} {'clients':>7} {'offered':>8} {'qps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'R@k':>6}  errors"
+    head = f"{'batching':>8} {'mode':>8} {'clients':>7} {'offered':>8} {'qps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'R@k':>6} {'cpu/call ms: client':>19} {'server':>6}  errors"
     lines = [head]
     for r in rows:
         offered = f"{r['offered_qps']:.0f}" if r["offered_qps"] else "-"
         recall = f"{r['recall_at_k']:.3f}" if r.get("recall_at_k") is not None else "-"
+        client, server = (
+            "-" if r.get(f) is None else f"{r[f]:.2f}" for f in ("client_cpu_ms", "server_cpu_ms")
+        )
         lines.append(
             f"{r['batching']:>8} {r['mode']:>8} {r['clients']:>7} {offered:>8} {r['qps']:>8.0f} "
-            f"{r['p50_ms']:>7.2f} {r['p95_ms']:>7.2f} {r['p99_ms']:>7.2f} {recall:>6}  {r['errors'] or ''}"
+            f"{r['p50_ms']:>7.2f} {r['p95_ms']:>7.2f} {r['p99_ms']:>7.2f} {recall:>6} "
+            f"{client:>19} {server:>6}  {r['errors'] or ''}"
         )
     return "\n".join(lines)
 

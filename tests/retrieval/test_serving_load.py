@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from benchmarks.load import LoadRun, drive, summarize
+from benchmarks.load import LoadRun, drive, process_cpu_s, summarize
 from benchmarks.load_report import record, table
 from indexer.build import BuildResult
 from retrieval.server import ServerConfig, create_server
@@ -53,11 +55,17 @@ def test_drive_a_real_server(built_index: BuildResult) -> None:
     running = create_server(config)
     try:
         xq = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
-        result = drive(_run(target=f"127.0.0.1:{running.port}", duration_s=1.5), xq)
+        result = drive(
+            _run(target=f"127.0.0.1:{running.port}", duration_s=1.5), xq, server_pid=os.getpid()
+        )
     finally:
         running.stop()
     assert result.ok > 10 and result.errors == {}
     assert 0 < result.p50_ms <= result.p95_ms <= result.p99_ms
+    # The server runs in this process here; each call costs it and its clients some CPU.
+    assert result.client_cpu_ms is not None and result.client_cpu_ms > 0
+    if process_cpu_s(os.getpid()) is not None:  # Linux /proc
+        assert result.server_cpu_ms is not None and result.server_cpu_ms > 0
     row = record(result, batching="on")
     assert row["qps"] > 0 and row["machine"]["cores"]
     assert "saturate" in table([row])
