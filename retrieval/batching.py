@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 
 from retrieval.errors import DeadlineExceeded, RetrievalError
@@ -37,8 +38,11 @@ class BatchConfig:
     max_batch: int = 32  # queries per FAISS call
     max_wait_s: float = 0.0  # longest a leader with a free slot waits for calls on their way
     max_concurrent: int = 2  # batched FAISS searches at once (the cores FAISS may use)
+    search_threads: int = 1  # OpenMP threads of one batched search (FAISS splits the queries)
 
     def __post_init__(self) -> None:
+        if self.search_threads < 1:
+            raise ValueError(f"search_threads must be >= 1; got {self.search_threads}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
         if self.max_concurrent < 1:
@@ -153,7 +157,13 @@ class MicroBatcher:
         if live:
             xq = np.concatenate([batch.rows[i] for i in live])
             k = max(batch.ks[i] for i in live)
-            hits = batch.searcher.search_batch(xq, k, batch.nprobe)
+            # The OpenMP thread count is per thread: this worker's own, for this search only.
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(self.config.search_threads)
+            try:
+                hits = batch.searcher.search_batch(xq, k, batch.nprobe)
+            finally:
+                faiss.omp_set_num_threads(before)
             self._metrics.batch_size.observe(len(live))
             for i, h in zip(live, hits, strict=True):
                 results[i] = h.top(batch.ks[i])

@@ -90,6 +90,13 @@ class Searcher:
         # numpy on 2.5k-25k rows, measured), else embeddings.npy rows through numpy.
         refine = faiss.downcast_index(index.refine_index) if self._has_refine else None  # type: ignore[attr-defined]
         self._flat = refine if isinstance(refine, faiss.IndexFlat) else None
+        base = faiss.downcast_index(index.base_index) if self._has_refine else index  # type: ignore[attr-defined]
+        if isinstance(base, faiss.IndexIVFFastScan):
+            # Implementation 15 splits one query's probed lists over the calling thread's
+            # OpenMP threads (the default splits only a batch's queries). On one thread it gives
+            # the default's results at its speed; on two, a lone 1M query takes 0.65x the time
+            # (measured, docs/serving.md), which the server uses while it has nothing else to do.
+            base.implem = 15
         self.targeting = TargetingIndex(art.ads)
         self.overlay = Overlay(art)
         self.admin_lock = threading.Lock()  # serialises admin changes, never taken by searches

@@ -84,6 +84,12 @@ def _batching_flags(p: argparse.ArgumentParser) -> None:
         help="batched FAISS searches running at once; calls arriving meanwhile join the next "
         "batch (default: %(default)s, one per core)",
     )
+    add(
+        "--batch-threads",
+        type=int,
+        default=BatchConfig.search_threads,
+        help="OpenMP threads one batched FAISS search may use (default: %(default)s)",
+    )
 
 
 def add_serving_flags(p: argparse.ArgumentParser) -> None:
@@ -137,6 +143,7 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
             max_batch=args.max_batch,
             max_wait_s=args.max_batch_wait_ms / 1e3,
             max_concurrent=args.batch_searches,
+            search_threads=args.batch_threads,
         )
         if args.batching
         else None

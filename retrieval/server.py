@@ -17,6 +17,7 @@ Background threads: the index watcher (``retrieval.watcher``), shadow recall
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -42,7 +43,7 @@ from retrieval.interceptors import (
 )
 from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
-from retrieval.service import RetrievalService
+from retrieval.service import RetrievalService, SearchThreads
 from retrieval.shadow import ShadowConfig, ShadowRecall
 from retrieval.state import SERVICE_NAME, IndexState
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
@@ -63,7 +64,9 @@ class ServerConfig:
     index: Path | None = None  # artifact root (with LATEST) or a version directory
     max_k: int = 1000
     workers: int = 16  # room for 16 concurrent callers (and for blocked followers with batching)
-    omp_threads: int = 1
+    omp_threads: int = 1  # OpenMP threads per search while other calls are in flight
+    # ... and while a call is the only one in flight (intra-query parallelism; 1 = off)
+    alone_omp_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     max_message_bytes: int = 1 << 20  # a 384-d request is ~1.6 KB; 1 MiB leaves room for batches
     max_active_calls: int = 256  # queued + running; more are refused with RESOURCE_EXHAUSTED
     index_poll_s: float = 1.0  # how often the watcher reads LATEST (0: never, Reload only)
@@ -89,6 +92,10 @@ class ServerConfig:
             raise ValueError(f"max_k must be >= 1; got {self.max_k}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1; got {self.workers}")
+        if self.omp_threads < 1 or self.alone_omp_threads < 1:
+            raise ValueError(
+                f"OpenMP thread counts must be >= 1; got {self.omp_threads}, {self.alone_omp_threads}"
+            )
         if self.max_active_calls < 1:
             raise ValueError(f"max_active_calls must be >= 1; got {self.max_active_calls}")
         if self.index_poll_s < 0:
@@ -242,7 +249,14 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
     batcher = MicroBatcher(config.batching, metrics) if config.batching else None
     shadow = ShadowRecall(config.shadow, metrics) if config.shadow.sample_rate > 0 else None
-    service = RetrievalService(state, batcher=batcher, shadow=shadow, metrics=metrics)
+    threads = SearchThreads(
+        busy=config.omp_threads,
+        alone=config.alone_omp_threads,
+        in_flight=lambda: serving.in_flight,
+    )
+    service = RetrievalService(
+        state, batcher=batcher, shadow=shadow, metrics=metrics, threads=threads
+    )
     admin = AdminService(state, root, embedder=embedder, model=config.model)
     _register(server, service, admin, health_servicer)
     port = _listen(server, config)

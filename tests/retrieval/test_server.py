@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -60,28 +62,39 @@ def test_own_embedding_returns_the_ad_first(
     assert firsts == [records[i].ad_id for i in active]
 
 
-def test_searches_run_on_one_openmp_thread_per_worker(
-    server: RunningServer, client: RetrievalClient, vector_catalog: VectorCatalog
+def test_openmp_threads_per_search_two_alone_one_under_concurrency(
+    built_index: BuildResult, vector_catalog: VectorCatalog
 ) -> None:
-    # omp_set_num_threads is per thread: a worker that did not set it itself would search with
-    # OpenMP's default (one thread per core) and fight the other workers for the cores.
-    searcher = server.state.current()
+    # omp_set_num_threads is per thread, so each worker sets its own count for every call: the
+    # cores for a call that is alone, one thread each while calls overlap.
+    config = ServerConfig(port=0, index=built_index.version_dir, omp_threads=1, alone_omp_threads=2)
+    running = create_server(config)
+    searcher = running.state.current()
     seen: list[tuple[str, int]] = []
     real_search = searcher.search
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append((threading.current_thread().name, faiss.omp_get_max_threads()))
+        time.sleep(0.002)  # long enough for concurrent calls to overlap
         return real_search(*args, **kwargs)
 
     searcher.search = spy  # type: ignore[method-assign]
+    xq = vector_catalog[2][:40]
     try:
-        for q in vector_catalog[2][:20]:
-            client.retrieve(q, 10)
+        with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+            for q in xq[:20]:
+                client.retrieve(q, 10)
+            alone = list(seen)
+            seen.clear()
+            with futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda q: client.retrieve(q, 10), np.repeat(xq, 4, axis=0)))
     finally:
-        del searcher.search
-    assert len(seen) == 20
-    assert all(name.startswith("retrieve") for name, _ in seen), seen
-    assert {threads for _, threads in seen} == {1}
+        running.stop()
+    assert len(alone) == 20 and all(name.startswith("retrieve") for name, _ in alone), alone
+    assert {threads for _, threads in alone} == {2}
+    assert len(seen) == 160
+    assert {threads for _, threads in seen} <= {1, 2}
+    assert sum(threads == 1 for _, threads in seen) >= 80, seen  # mostly overlapping
 
 
 def test_paused_ads_never_come_back(client: RetrievalClient, vector_catalog: VectorCatalog) -> None:
