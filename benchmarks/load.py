@@ -223,7 +223,14 @@ def summarize(run: LoadRun, samples: Sequence[tuple[float, float, str]]) -> Load
 class Server:
     """``adindex serve`` in a subprocess on a free loopback port; SIGTERM on exit."""
 
-    def __init__(self, index: Path, batching: bool, workers: int, extra: Sequence[str] = ()):
+    def __init__(
+        self,
+        index: Path,
+        batching: bool,
+        workers: int,
+        extra: Sequence[str] = (),
+        alone_threads: int | None = None,
+    ):
         cmd = [
             sys.executable,
             "-m",
@@ -237,6 +244,7 @@ class Server:
             "on" if batching else "off",
             "--workers",
             str(workers),
+            *(["--alone-threads", str(alone_threads)] if alone_threads else []),
             "--shadow-rate",
             "0",
             "--watch-interval-s",
@@ -306,6 +314,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="with --index: settings to compare (default: %(default)s)",
     )
     r.add_argument(
+        "--alone-threads",
+        type=_ints,
+        default=[],
+        help="with --index: OpenMP threads of a lone search to compare, e.g. 1,2 "
+        "(default: the server's own)",
+    )
+    r.add_argument(
         "--workers",
         type=int,
         default=16,
@@ -359,15 +374,18 @@ def _levels(args: argparse.Namespace, target: str) -> list[LoadRun]:
 
 
 def _describe(
-    args: argparse.Namespace, target: str, xq: np.ndarray, batching: str
+    args: argparse.Namespace, target: str, xq: np.ndarray, setting: str
 ) -> dict[str, Any]:
     """What is being measured: the served index, and its recall@k through the server."""
     from retrieval.client import RetrievalClient
 
     with RetrievalClient(target) as client:
         info = client.info()
+    batching, _, alone = setting.partition("/a")
     extra: dict[str, Any] = {
+        "setting": setting,  # batching, and /aN when --alone-threads is compared
         "batching": batching,
+        "alone_threads": int(alone) if alone else None,  # None: the server's default
         "index_key": info.index_factory,
         "nb": info.ad_count,
         "default_nprobe": info.default_nprobe,
@@ -379,9 +397,9 @@ def _describe(
         truth = np.load(truth_path)[:n]
         extra["recall_at_k"] = served_recall(target, xq[:n], truth, args.k, args.nprobe)
         logger.info(
-            "recall@%d through the server (batching %s): %.4f",
+            "recall@%d through the server (%s): %.4f",
             args.k,
-            batching,
+            setting,
             extra["recall_at_k"],
         )
     return extra
@@ -398,10 +416,14 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         targets = {"?": args.server} if args.server else {}
         pids: dict[str, int | None] = {"?": args.server_pid}
-        for setting in args.batching.split(",") if args.index else []:
-            servers[setting] = Server(args.index, setting == "on", args.workers)
-            targets[setting] = servers[setting].target
-            pids[setting] = servers[setting].pid
+        for batching in args.batching.split(",") if args.index else []:
+            for alone in args.alone_threads or [None]:
+                setting = batching if alone is None else f"{batching}/a{alone}"
+                servers[setting] = Server(
+                    args.index, batching == "on", args.workers, alone_threads=alone
+                )
+                targets[setting] = servers[setting].target
+                pids[setting] = servers[setting].pid
         extras = {setting: _describe(args, t, xq, setting) for setting, t in targets.items()}
         rows = []
         for level in _levels(args, "127.0.0.1:0"):  # each run gets its server below
@@ -410,7 +432,7 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     run = dataclasses.replace(level, target=target)
                     row = record(drive(run, xq, pids[setting]), round=round_, **extras[setting])
                     keys = (
-                        "batching",
+                        "setting",
                         "mode",
                         "clients",
                         "offered_qps",

@@ -60,7 +60,7 @@ def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    head = f"{'batching':>8} {'mode':>8} {'clients':>7} {'offered':>8} {'qps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'R@k':>6} {'cpu/call ms: client':>19} {'server':>6}  errors"
+    head = f"{'setting':>8} {'mode':>8} {'clients':>7} {'offered':>8} {'qps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'R@k':>6} {'cpu/call ms: client':>19} {'server':>6}  errors"
     lines = [head]
     for r in rows:
         offered = f"{r['offered_qps']:.0f}" if r["offered_qps"] else "-"
@@ -69,11 +69,21 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             "-" if r.get(f) is None else f"{r[f]:.2f}" for f in ("client_cpu_ms", "server_cpu_ms")
         )
         lines.append(
-            f"{r['batching']:>8} {r['mode']:>8} {r['clients']:>7} {offered:>8} {r['qps']:>8.0f} "
+            f"{_setting(r):>8} {r['mode']:>8} {r['clients']:>7} {offered:>8} {r['qps']:>8.0f} "
             f"{r['p50_ms']:>7.2f} {r['p95_ms']:>7.2f} {r['p99_ms']:>7.2f} {recall:>6} "
             f"{client:>19} {server:>6}  {r['errors'] or ''}"
         )
     return "\n".join(lines)
+
+
+def _setting(row: dict[str, Any]) -> str:
+    """``on``/``off`` (batching), plus ``/aN`` when lone-search threads were compared."""
+    return str(row.get("setting", row["batching"]))
+
+
+def _label(setting: str) -> str:
+    batching, _, alone = setting.partition("/a")
+    return f"batching {batching}" + (f", lone search {alone} threads" if alone else "")
 
 
 def _mean(rounds: Sequence[dict[str, Any]], field: str) -> float:
@@ -91,7 +101,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for (batching, mode), group in _groups(rows).items():
+    for (setting, mode), group in _groups(rows).items():
         levels: dict[tuple[int, float], list[dict[str, Any]]] = {}
         for r in group:
             levels.setdefault((r["clients"], r["offered_qps"] or 0.0), []).append(r)
@@ -101,7 +111,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             qps,
             [_mean(p, "p99_ms") for p in points],
             marker="o",
-            label=f"batching {batching}, {mode}: p99",
+            label=f"{_label(setting)}, {mode}: p99",
         )
         ax.plot(
             qps,
@@ -109,7 +119,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             marker=".",
             linestyle="--",
             color=line[0].get_color(),
-            label=f"batching {batching}, {mode}: p50",
+            label=f"{_label(setting)}, {mode}: p50",
         )
     ax.set_xlabel("achieved Retrieve calls/s")
     ax.set_ylabel("latency (ms)")
@@ -133,5 +143,5 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        out.setdefault((r["batching"], r["mode"]), []).append(r)
+        out.setdefault((_setting(r), r["mode"]), []).append(r)
     return out
