@@ -1,0 +1,205 @@
+"""How many Retrieve calls/s this machine can serve at all, from three measurements (docs/serving.md).
+
+    python docs/experiments/serving_ceiling.py --index /tmp/load-1m/index --nprobe 320
+
+1. **FAISS alone**, no RPC: the served artifact's search at ``--nprobe`` (its recall@k against
+   the exact top k in ``truth.npy`` beside the index root, from ``benchmarks.load make-index``):
+   CPU per query on one OpenMP thread for single queries and for batches of 16 (what
+   micro-batching can gain), and queries/s with one single-query search per core.
+2. **The cheapest possible Python Retrieve server**: a sync gRPC server with the same worker
+   count whose Retrieve does nothing but return one prebuilt 100-candidate response (no
+   validation, no search, no interceptors), driven by the load tool's clients (the same spawned
+   client processes and protobuf messages as ``benchmarks.load``): calls/s at 1 and 16 clients
+   and the CPU per call of clients and server.
+3. **The budget**: at a target rate the machine has ``cores / rate`` of CPU per call for client,
+   server and search together; the floor is search (batched) + bare server + client.
+
+Prints JSON lines and the budget; writes them to
+``benchmarks/results/load/ceiling{-LABEL}.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository's packages
+
+import numpy as np
+
+TIMED, BATCH = 400, 16
+
+
+def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
+    import faiss
+
+    from indexer.artifact import load
+    from retrieval.searcher import Searcher
+
+    art = load(index_root / (index_root / "LATEST").read_text().strip())
+    searcher = Searcher(art)
+    xq = np.load(index_root.parent / "queries.npy").astype(np.float32)[: 2 * TIMED]
+    xq /= np.linalg.norm(xq, axis=1, keepdims=True)
+    truth = np.load(index_root.parent / "truth.npy")[: 2 * TIMED, :k]
+    # The server's parameters: its k_factor and its eligibility selector.
+    params = searcher._params(nprobe, k, searcher.view.selector)
+    faiss.omp_set_num_threads(1)
+    _, found = art.index.search(xq, k, params=params)
+    recall = np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)])
+
+    def cpu_per_query(batch: int) -> float:
+        t0 = time.process_time()
+        for s in range(0, TIMED, batch):
+            art.index.search(xq[s : s + batch], k, params=params)
+        return 1e3 * (time.process_time() - t0) / TIMED
+
+    single, batched = cpu_per_query(1), cpu_per_query(BATCH)
+    cores = os.cpu_count() or 1
+
+    def one_core(lo: int) -> None:
+        faiss.omp_set_num_threads(1)  # per thread
+        for i in range(lo, lo + TIMED // cores):
+            art.index.search(xq[i : i + 1], k, params=params)
+
+    threads = [threading.Thread(target=one_core, args=(c * TIMED // cores,)) for c in range(cores)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    qps = (TIMED // cores) * cores / (time.perf_counter() - t0)
+    return {
+        "what": "faiss-alone",
+        "factory": art.manifest["index"]["factory"],
+        "nb": art.index.ntotal,
+        "nprobe": nprobe,
+        "k": k,
+        f"recall_at_{k}": round(float(recall), 4),
+        "cpu_ms_per_query_single": round(single, 3),
+        f"cpu_ms_per_query_batch{BATCH}": round(batched, 3),
+        "qps_one_search_per_core": round(qps),
+        "cores": cores,
+    }
+
+
+def serve_bare(workers: int) -> None:
+    """The cheapest Python Retrieve server: one prebuilt response for every call."""
+    import grpc
+
+    from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    response = retrieval_pb2.RetrieveResponse(index_version="bare", nprobe=1, plan="ivf")
+    for i in range(100):
+        response.candidates.add(
+            ad_id=f"ad-{i:07d}", advertiser_id=f"adv-{i:05d}", campaign_id=f"cmp-{i:06d}", score=0.5
+        )
+
+    class Bare(retrieval_pb2_grpc.RetrievalServiceServicer):
+        def Retrieve(self, request: Any, context: Any) -> Any:
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(workers))
+    retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(Bare(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+def bare_server(index_root: Path, workers: int, clients: list[int]) -> list[dict[str, Any]]:
+    from benchmarks.load import LoadRun, drive
+
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-bare", "--workers", str(workers)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        target = f"127.0.0.1:{int(proc.stdout.readline())}"
+        xq = np.load(index_root.parent / "queries.npy").astype(np.float32)
+        rows = []
+        for c in clients:
+            run = LoadRun(
+                target=target,
+                mode="saturate",
+                clients=c,
+                procs=min(4, c),
+                duration_s=10,
+                warmup_s=2,
+                max_calls=200_000,
+                k=100,
+            )
+            r = drive(run, xq, proc.pid)
+            rows.append(
+                {
+                    "what": "bare-python-grpc-server",
+                    "workers": workers,
+                    "clients": c,
+                    "qps": round(r.qps),
+                    "p50_ms": round(r.p50_ms, 3),
+                    "p99_ms": round(r.p99_ms, 3),
+                    "client_cpu_ms": round(r.client_cpu_ms or 0, 3),
+                    "server_cpu_ms": None if r.server_cpu_ms is None else round(r.server_cpu_ms, 3),
+                }
+            )
+        return rows
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--index", type=Path, help="artifact root from benchmarks.load make-index")
+    ap.add_argument("--nprobe", type=int, default=320)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--target-qps", type=float, default=1500)
+    ap.add_argument("--label", default="")
+    ap.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_bare:
+        serve_bare(args.workers)
+        return
+    if args.index is None:
+        ap.error("--index is required")
+    rows = [faiss_alone(args.index, args.nprobe, args.k)]
+    print(json.dumps(rows[-1]), flush=True)
+    for row in bare_server(args.index, args.workers, [1, 16]):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    search, bare = rows[0], rows[-1]
+    floor = search[f"cpu_ms_per_query_batch{BATCH}"] + bare["server_cpu_ms"] + bare["client_cpu_ms"]
+    budget = 1e3 * search["cores"] / args.target_qps
+    verdict = {
+        "what": "budget",
+        "target_qps": args.target_qps,
+        "cpu_ms_per_call_available": round(budget, 3),
+        "cpu_ms_per_call_floor": round(floor, 3),
+        "floor_parts": "batched search + bare server + clients (16 clients)",
+        "max_qps_at_floor": round(1e3 * search["cores"] / floor),
+        "max_qps_clients_elsewhere": round(1e3 * search["cores"] / (floor - bare["client_cpu_ms"])),
+        "load_avg_1m": os.getloadavg()[0],
+    }
+    rows.append(verdict)
+    print(json.dumps(verdict), flush=True)
+    out = Path("benchmarks/results/load") / f"ceiling{'-' + args.label if args.label else ''}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
