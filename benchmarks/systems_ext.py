@@ -49,7 +49,8 @@ def _server_defaults() -> str:
     c = ServerConfig()
     batching = "on" if c.batching is not None else "off"
     return (
-        f"{c.workers} gRPC workers, {c.omp_threads} OpenMP thread, batching {batching}, "
+        f"{c.workers} gRPC workers, {c.omp_threads} OpenMP thread per search "
+        f"({c.alone_omp_threads} while alone), batching {batching}, "
         f"shadow recall {c.shadow.sample_rate:.0%}"
     )
 

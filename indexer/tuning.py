@@ -200,7 +200,7 @@ def measure(
     timed = min(nq, TIMED_QUERIES)
     I = np.empty((nq, k), dtype=np.int64)
     ms = np.empty(timed)
-    with omp_threads(1):  # the server searches each request on one OpenMP thread
+    with omp_threads(1):  # a search's CPU cost: a busy server gives each search one thread
         for i in range(min(WARMUP_QUERIES, nq)):
             index.search(xq[i : i + 1], k, params=params)
         for i in range(timed):

@@ -2,9 +2,11 @@
 
 Threading model (docs/serving.md has the measurements behind it): a synchronous gRPC server
 whose polling thread accepts calls and a pool of ``workers`` threads that run them. FAISS runs
-each search on the calling worker thread with one OpenMP thread (and numpy one BLAS thread):
-on two cores, extra OpenMP threads would only fight the workers. FAISS releases the GIL while
-it searches, so two searches do run on the two cores at once. With micro-batching on
+each search on the calling worker thread (numpy with one BLAS thread): with
+``alone_omp_threads`` OpenMP threads while it is the only call in flight, with ``omp_threads``
+(one) while calls overlap, since the calls themselves then keep the cores busy and extra
+OpenMP threads would only fight the workers. FAISS releases the GIL while it searches, so two
+searches do run on the two cores at once. With micro-batching on
 (``retrieval.batching``) concurrent unfiltered calls share one FAISS call, led by one of them.
 
 Limits: ``max_message_bytes`` (RESOURCE_EXHAUSTED), ``max_k`` (INVALID_ARGUMENT), deadlines
