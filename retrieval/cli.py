@@ -165,13 +165,6 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--workers", type=int, default=16, help="gRPC worker threads (default: %(default)s)"
     )
-    p.add_argument(
-        "--alone-threads",
-        type=int,
-        default=ServerConfig().alone_omp_threads,
-        help="OpenMP threads for a search while it is the only call in flight; other searches "
-        "use one each (default: %(default)s, up to 2 cores; 1 = off)",
-    )
     add_serving_flags(p)
 
 
@@ -313,7 +306,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             index=args.index,
             max_k=args.max_k,
             workers=args.workers,
-            alone_omp_threads=args.alone_threads,
             admin_token=admin_token(args.admin_token_file),
             exact_max_rows=args.exact_max_rows,
             model=args.model,

@@ -16,6 +16,7 @@ from typing import Any
 
 from retrieval.batching import BatchConfig
 from retrieval.shadow import ShadowConfig
+from retrieval.threads import available_cores
 
 _STANDARD_RECORD_FIELDS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -96,6 +97,14 @@ def add_serving_flags(p: argparse.ArgumentParser) -> None:
     _batching_flags(p)
     add = p.add_argument
     add(
+        "--alone-threads",
+        type=int,
+        default=min(2, available_cores()),
+        help="OpenMP threads for a search while no other search runs; overlapping searches "
+        "get one each (default: %(default)s, at most 2 and the cores available; 1 = off). "
+        "Batched searches use --batch-threads",
+    )
+    add(
         "--max-active-calls",
         type=int,
         default=256,
@@ -149,6 +158,7 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
         else None
     )
     return {
+        "alone_omp_threads": args.alone_threads,
         "batching": batching,
         "max_active_calls": args.max_active_calls,
         "index_poll_s": args.watch_interval_s,

@@ -19,7 +19,6 @@ Background threads: the index watcher (``retrieval.watcher``), shadow recall
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -45,9 +44,10 @@ from retrieval.interceptors import (
 )
 from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
-from retrieval.service import RetrievalService, SearchThreads
+from retrieval.service import RetrievalService
 from retrieval.shadow import ShadowConfig, ShadowRecall
 from retrieval.state import SERVICE_NAME, IndexState
+from retrieval.threads import SearchThreads, available_cores
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.validation import ValidationConfig
 from retrieval.watcher import IndexWatcher
@@ -68,7 +68,7 @@ class ServerConfig:
     workers: int = 16  # room for 16 concurrent callers (and for blocked followers with batching)
     omp_threads: int = 1  # OpenMP threads per search while other calls are in flight
     # ... and while a call is the only one in flight (intra-query parallelism; 1 = off)
-    alone_omp_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    alone_omp_threads: int = field(default_factory=lambda: min(2, available_cores()))
     max_message_bytes: int = 1 << 20  # a 384-d request is ~1.6 KB; 1 MiB leaves room for batches
     max_active_calls: int = 256  # queued + running; more are refused with RESOURCE_EXHAUSTED
     index_poll_s: float = 1.0  # how often the watcher reads LATEST (0: never, Reload only)
@@ -251,11 +251,7 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
     batcher = MicroBatcher(config.batching, metrics) if config.batching else None
     shadow = ShadowRecall(config.shadow, metrics) if config.shadow.sample_rate > 0 else None
-    threads = SearchThreads(
-        busy=config.omp_threads,
-        alone=config.alone_omp_threads,
-        in_flight=lambda: serving.in_flight,
-    )
+    threads = SearchThreads(busy=config.omp_threads, alone=config.alone_omp_threads)
     service = RetrievalService(
         state, batcher=batcher, shadow=shadow, metrics=metrics, threads=threads
     )

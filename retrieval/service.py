@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
 
-import faiss
 import grpc
 import numpy as np
 
@@ -18,33 +16,10 @@ from retrieval.metrics import Metrics
 from retrieval.searcher import Hits, Searcher
 from retrieval.shadow import ShadowRecall
 from retrieval.state import IndexState
+from retrieval.threads import SearchThreads
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SearchThreads:
-    """OpenMP threads of one single-query search, chosen per call.
-
-    ``alone`` while this is the only call in flight (nothing else wants the cores: FAISS splits
-    the query's probed lists over them), ``busy`` otherwise (concurrent calls already keep the
-    cores busy; more threads would only fight them).
-    """
-
-    busy: int = 1
-    alone: int = 1
-    in_flight: Callable[[], int] = lambda: 1  # calls admitted and not finished, this one included
-
-    def __post_init__(self) -> None:
-        if self.busy < 1 or self.alone < 1:
-            raise ValueError(
-                f"thread counts must be >= 1; got busy={self.busy}, alone={self.alone}"
-            )
-
-    def apply(self) -> None:
-        """Set the calling thread's count (OpenMP's count is per thread)."""
-        faiss.omp_set_num_threads(self.alone if self.in_flight() <= 1 else self.busy)
 
 
 class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -93,9 +68,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
                 )
             if ticket is not None:
                 ticket.leave()  # not batchable: let a waiting leader go without us
-            if self._threads is not None:
-                self._threads.apply()
-            hits = searcher.search(xq, request.k, request.nprobe, flt)
+            with self._threads.search() if self._threads is not None else nullcontext():
+                hits = searcher.search(xq, request.k, request.nprobe, flt)
             if self._metrics is not None:
                 self._metrics.batch_size.observe(1)
             return searcher, hits, xq

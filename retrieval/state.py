@@ -23,10 +23,11 @@ from pathlib import Path
 from grpc_health.v1 import health, health_pb2
 
 from indexer import artifact
+from indexer.tuning import omp_threads
 from retrieval.changelog import CHANGELOG_FILE, ChangeLog
 from retrieval.errors import IndexNotReady
 from retrieval.metrics import Metrics
-from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS, Searcher
+from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS, Searcher, use_serving_implementation
 from retrieval.validation import ValidationConfig, validate
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,9 @@ class IndexState:
             current = self._searcher
             try:
                 art = artifact.load(path)
-                validate(art, current.artifact if current else None, self._validation)
+                use_serving_implementation(art.index)  # validate what will be served
+                with omp_threads(1):  # beside the searches of the version being served
+                    validate(art, current.artifact if current else None, self._validation)
             except artifact.ArtifactError as exc:
                 self.refused[name] = str(exc)
                 self._metrics.index_events.labels("refused").inc()

@@ -88,6 +88,10 @@ def test_openmp_threads_per_search_two_alone_one_under_concurrency(
             seen.clear()
             with futures.ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda q: client.retrieve(q, 10), np.repeat(xq, 4, axis=0)))
+        # Every worker is back to one thread between calls (set when it started, restored
+        # after each search), whatever its last search ran with.
+        after = [running.executor.submit(faiss.omp_get_max_threads) for _ in range(64)]
+        assert {f.result() for f in after} == {1}
     finally:
         running.stop()
     assert len(alone) == 20 and all(name.startswith("retrieve") for name, _ in alone), alone

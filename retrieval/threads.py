@@ -1,0 +1,53 @@
+"""How many OpenMP threads each FAISS search in the server gets.
+
+OpenMP's thread count is a per-thread setting (``omp_set_num_threads`` changes only the calling
+thread's), so the server sets it around every search on the worker thread that runs it, and
+restores it afterwards. A search that is the only one running gets ``alone`` threads (FAISS
+then splits the query's probed lists over the cores); while searches overlap, each gets
+``busy`` (one): the calls themselves keep the cores busy, and more threads would only fight
+the other workers. The choice is made when a search starts; a search that started alone keeps
+its threads if others start meanwhile (for at most one search's time).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import faiss
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class SearchThreads:
+    """Counts the searches in flight and sets each one's OpenMP thread count."""
+
+    def __init__(self, busy: int = 1, alone: int = 1):
+        if busy < 1 or alone < 1:
+            raise ValueError(f"thread counts must be >= 1; got busy={busy}, alone={alone}")
+        self.busy = busy
+        self.alone = alone
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @contextmanager
+    def search(self) -> Iterator[int]:
+        """Around one search on the calling thread; yields the thread count it runs with."""
+        with self._lock:
+            self._running += 1
+            threads = self.alone if self._running == 1 else self.busy
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(threads)
+        try:
+            yield threads
+        finally:
+            faiss.omp_set_num_threads(before)
+            with self._lock:
+                self._running -= 1
