@@ -141,7 +141,6 @@ def _client_process(
     """One spawned process running ``count`` client threads; sends back its samples (sent,
     latency, code) and the CPU seconds its threads used."""
     out: list[tuple[float, float, str]] = []
-    cpu0 = time.process_time()
     quota = max(1, run.max_calls // run.clients)
     threads = [
         threading.Thread(target=_client_thread, args=(run, xq, first + i, start, quota, out))
@@ -149,6 +148,8 @@ def _client_process(
     ]
     for t in threads:
         t.start()
+    time.sleep(max(0.0, start - time.time()))
+    cpu0 = time.process_time()  # from the common start: imports and connecting are done by now
     for t in threads:
         t.join()
     conn.send((out, time.process_time() - cpu0))
@@ -166,8 +167,8 @@ def process_cpu_s(pid: int) -> float | None:
 
 def drive(run: LoadRun, xq: np.ndarray, server_pid: int | None = None) -> LoadResult:
     """Run one load level; returns achieved QPS and latency percentiles of the measured window,
-    and the CPU per call of the clients and (given its pid) of the server."""
-    server_cpu0 = process_cpu_s(server_pid) if server_pid is not None else None
+    and the CPU per call of the clients and (given its pid) of the server, both counted from
+    the common start (after the clients imported and connected) over every call made since."""
     ctx = mp.get_context("spawn")
     procs = min(run.procs, run.clients)
     share = [run.clients // procs + (i < run.clients % procs) for i in range(procs)]
@@ -179,6 +180,8 @@ def drive(run: LoadRun, xq: np.ndarray, server_pid: int | None = None) -> LoadRe
         p.start()
         pipes.append(receive)
         workers.append(p)
+    time.sleep(max(0.0, start - time.time()))
+    server_cpu0 = process_cpu_s(server_pid) if server_pid is not None else None
     samples: list[tuple[float, float, str]] = []
     client_cpu_s = 0.0
     for receive, p in zip(pipes, workers, strict=True):
@@ -187,7 +190,7 @@ def drive(run: LoadRun, xq: np.ndarray, server_pid: int | None = None) -> LoadRe
         client_cpu_s += cpu_s
         p.join()
     result = summarize(run, samples)
-    calls = len(samples) + run.clients  # every sample, plus each client's connecting call
+    calls = max(1, len(samples))
     result.client_cpu_ms = 1e3 * client_cpu_s / calls
     server_cpu1 = process_cpu_s(server_pid) if server_pid is not None else None
     if server_cpu0 is not None and server_cpu1 is not None:

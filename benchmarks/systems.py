@@ -308,7 +308,7 @@ class AdindexInProcess(System):
         self.searcher_obj = Searcher(art)
         load_s = time.perf_counter() - t1
         self.manifest = art.manifest
-        faiss.omp_set_num_threads(1)  # as the server runs it: one OpenMP thread per search
+        faiss.omp_set_num_threads(1)  # a search's CPU cost (a busy server: one thread each)
         self.built = Built(
             build_s=info["wall_s"],
             index_bytes=(self.version_dir / INDEX_FILE).stat().st_size,

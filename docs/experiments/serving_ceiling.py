@@ -5,7 +5,8 @@
 1. **FAISS alone**, no RPC: the served artifact's search at ``--nprobe`` (its recall@k against
    the exact top k in ``truth.npy`` beside the index root, from ``benchmarks.load make-index``):
    CPU per query on one OpenMP thread for single queries and for batches of 16 (what
-   micro-batching can gain), and queries/s with one single-query search per core.
+   micro-batching can gain), the latency of a lone query on 1 and 2 threads (what the server
+   does while a search is alone), and queries/s with one single-query search per core.
 2. **The cheapest possible Python Retrieve server**: a sync gRPC server with the same worker
    count whose Retrieve does nothing but return one prebuilt 100-candidate response (no
    validation, no search, no interceptors), driven by the load tool's clients (the same spawned
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository's packages
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the repository's packages
 
-import numpy as np
+import numpy as np  # noqa: E402
 
 TIMED, BATCH = 400, 16
 
@@ -50,7 +52,7 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
     xq = np.load(index_root.parent / "queries.npy").astype(np.float32)[: 2 * TIMED]
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
     truth = np.load(index_root.parent / "truth.npy")[: 2 * TIMED, :k]
-    # The server's parameters: its k_factor and its eligibility selector.
+    # The server's own parameters (its k_factor and eligibility selector), from the searcher.
     params = searcher._params(nprobe, k, searcher.view.selector)
     faiss.omp_set_num_threads(1)
     _, found = art.index.search(xq, k, params=params)
@@ -64,6 +66,21 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
 
     single, batched = cpu_per_query(1), cpu_per_query(BATCH)
     cores = os.cpu_count() or 1
+
+    def lone_latency_ms(threads: int) -> tuple[float, float]:
+        """p50, p99 wall time of single-query searches on ``threads`` OpenMP threads (the
+        searcher selected FAISS's implementation 15, which splits one query's lists)."""
+        faiss.omp_set_num_threads(threads)
+        times = []
+        for i in range(TIMED):
+            t0 = time.perf_counter()
+            art.index.search(xq[i : i + 1], k, params=params)
+            times.append(1e3 * (time.perf_counter() - t0))
+        faiss.omp_set_num_threads(1)
+        p50, p99 = np.percentile(times, [50, 99])
+        return round(float(p50), 3), round(float(p99), 3)
+
+    lone = {n: lone_latency_ms(n) for n in (1, min(2, cores))}
 
     def one_core(lo: int) -> None:
         faiss.omp_set_num_threads(1)  # per thread
@@ -86,6 +103,7 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
         f"recall_at_{k}": round(float(recall), 4),
         "cpu_ms_per_query_single": round(single, 3),
         f"cpu_ms_per_query_batch{BATCH}": round(batched, 3),
+        **{f"lone_p50_p99_ms_{n}_threads": v for n, v in lone.items()},
         "qps_one_search_per_core": round(qps),
         "cores": cores,
     }
@@ -179,6 +197,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     search, bare = rows[0], rows[-1]
+    if bare["server_cpu_ms"] is None:
+        raise SystemExit("the server's CPU time needs Linux /proc; no budget computed")
     floor = search[f"cpu_ms_per_query_batch{BATCH}"] + bare["server_cpu_ms"] + bare["client_cpu_ms"]
     budget = 1e3 * search["cores"] / args.target_qps
     verdict = {
@@ -193,7 +213,9 @@ def main() -> None:
     }
     rows.append(verdict)
     print(json.dumps(verdict), flush=True)
-    out = Path("benchmarks/results/load") / f"ceiling{'-' + args.label if args.label else ''}.jsonl"
+    out = (
+        ROOT / "benchmarks/results/load" / f"ceiling{'-' + args.label if args.label else ''}.jsonl"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as f:
         for row in rows:
