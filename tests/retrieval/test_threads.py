@@ -14,7 +14,7 @@ from retrieval.threads import SearchThreads, available_cores
 
 
 def test_a_lone_search_gets_alone_threads_overlapping_ones_busy_and_the_count_is_restored() -> None:
-    threads = SearchThreads(busy=1, alone=2)
+    threads = SearchThreads(busy=1, alone=2, window=4, max_overlap=0.1)
     faiss.omp_set_num_threads(1)
     with threads.search() as first:
         assert first == 2 and faiss.omp_get_max_threads() == 2
@@ -31,8 +31,13 @@ def test_a_lone_search_gets_alone_threads_overlapping_ones_busy_and_the_count_is
         t.join()
         assert seen[0] == 1
     assert faiss.omp_get_max_threads() == 1
-    with threads.search() as again:  # alone again once the others finished
-        assert again == 2
+    # Searches overlapped lately (1 of 2, average 0.25 over a window of 4): lone searches stay
+    # on one thread until the average decays below 0.1, here after 4 more lone searches.
+    later = []
+    for _ in range(5):
+        with threads.search() as n:
+            later.append(n)
+    assert later == [1, 1, 1, 2, 2], (later, threads.overlap)
     with pytest.raises(ValueError, match="thread counts"):
         SearchThreads(busy=0)
     assert available_cores() >= 1
