@@ -21,9 +21,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
+from indexer.tuning import omp_threads
 from retrieval.errors import DeadlineExceeded, RetrievalError
 from retrieval.metrics import Metrics
 from retrieval.searcher import Hits, Searcher
@@ -157,13 +157,8 @@ class MicroBatcher:
         if live:
             xq = np.concatenate([batch.rows[i] for i in live])
             k = max(batch.ks[i] for i in live)
-            # The OpenMP thread count is per thread: this worker's own, for this search only.
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(self.config.search_threads)
-            try:
+            with omp_threads(self.config.search_threads):  # this worker's count, this search only
                 hits = batch.searcher.search_batch(xq, k, batch.nprobe)
-            finally:
-                faiss.omp_set_num_threads(before)
             self._metrics.batch_size.observe(len(live))
             for i, h in zip(live, hits, strict=True):
                 results[i] = h.top(batch.ks[i])

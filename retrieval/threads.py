@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import faiss
+from indexer.tuning import omp_threads
 
 
 def available_cores() -> int:
@@ -53,11 +53,9 @@ class SearchThreads:
             self.overlap += (float(overlapped) - self.overlap) / self._window
             quiet = not overlapped and self.overlap <= self._max_overlap
             threads = self.alone if quiet else self.busy
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(threads)
         try:
-            yield threads
+            with omp_threads(threads):
+                yield threads
         finally:
-            faiss.omp_set_num_threads(before)
             with self._lock:
                 self._running -= 1
