@@ -34,9 +34,10 @@ from retrieval.targeting import TargetingIndex
 
 logger = logging.getLogger(__name__)
 
-# Measured crossover (python -m benchmarks.filtered --nb 200000, IVF1024,PQ96x4fs,RFlat, k=100):
-# the exact scan of the eligible rows is as fast as widened IVF probing at ~10k rows (5%), 1.6x
-# slower at 20k (10%) and 3-7x faster at 1-2k (0.5-1%); recall 1 either way. See docs/filtering.md.
+# Measured crossover (python -m benchmarks.filtered --nb 200000, IVF1024,PQ96x4fs,RFlat, k=100,
+# nprobe 256): idle, the exact scan of the eligible rows matches widened IVF probing near 6k rows
+# (3%), is 1.9x slower at 10k and 1.6-2.3x faster at 1-4k; on a loaded machine the two met at
+# 10k. Up to this threshold the exact plan trades some latency for recall 1. docs/filtering.md.
 DEFAULT_EXACT_MAX_ROWS = 10_000
 _NO_FILTER = RequestFilter()
 
