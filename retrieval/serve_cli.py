@@ -100,8 +100,8 @@ def add_serving_flags(p: argparse.ArgumentParser) -> None:
         "--alone-threads",
         type=int,
         default=min(2, available_cores()),
-        help="OpenMP threads for a search while no other search runs; overlapping searches "
-        "get one each (default: %(default)s, at most 2 and the cores available; 1 = off). "
+        help="OpenMP threads for a search that runs alone while searches have rarely overlapped "
+        "lately; other searches get one each (default: %(default)s, at most 2 and the cores available; 1 = off). "
         "Batched searches use --batch-threads",
     )
     add(

@@ -3,9 +3,9 @@
 Threading model (docs/serving.md has the measurements behind it): a synchronous gRPC server
 whose polling thread accepts calls and a pool of ``workers`` threads that run them. FAISS runs
 each search on the calling worker thread (numpy with one BLAS thread): with
-``alone_omp_threads`` OpenMP threads while it is the only call in flight, with ``omp_threads``
-(one) while calls overlap, since the calls themselves then keep the cores busy and extra
-OpenMP threads would only fight the workers. FAISS releases the GIL while it searches, so two
+``alone_omp_threads`` OpenMP threads while it runs alone and searches have rarely overlapped
+lately, with ``omp_threads`` (one) otherwise, since overlapping calls already keep the cores
+busy and extra OpenMP threads would only fight the workers (``retrieval.threads``). FAISS releases the GIL while it searches, so two
 searches do run on the two cores at once. With micro-batching on
 (``retrieval.batching``) concurrent unfiltered calls share one FAISS call, led by one of them.
 
@@ -66,8 +66,8 @@ class ServerConfig:
     index: Path | None = None  # artifact root (with LATEST) or a version directory
     max_k: int = 1000
     workers: int = 16  # room for 16 concurrent callers (and for blocked followers with batching)
-    omp_threads: int = 1  # OpenMP threads per search while other calls are in flight
-    # ... and while a call is the only one in flight (intra-query parallelism; 1 = off)
+    omp_threads: int = 1  # OpenMP threads per search while searches overlap
+    # ... and for a search running alone while searches have been quiet (1 = off)
     alone_omp_threads: int = field(default_factory=lambda: min(2, available_cores()))
     max_message_bytes: int = 1 << 20  # a 384-d request is ~1.6 KB; 1 MiB leaves room for batches
     max_active_calls: int = 256  # queued + running; more are refused with RESOURCE_EXHAUSTED
