@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/adindex demo
 
 test: $(STAMP) lint typecheck check-proto
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # Everything except tests that load the real embedding model.
 test-fast: $(STAMP)

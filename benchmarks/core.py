@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from indexer.ann import recall_at_k
+
 logger = logging.getLogger(__name__)
 
 SearchOne = Callable[[int], np.ndarray]  # query row -> ids found, best first
@@ -118,14 +120,11 @@ def concurrent_qps(search: SearchOne, nq: int, *, threads: int) -> float:
 
 
 def recall(found: Sequence[np.ndarray], truth: np.ndarray, at: int) -> float | None:
-    """Mean |found[:at] & truth[:at]| / at; None when fewer than ``at`` neighbours were asked."""
+    """recall@at (``indexer.ann.recall_at_k``: padding and repeats never count); None when
+    fewer than ``at`` neighbours were asked."""
     if truth.shape[1] < at:
         return None
-    hits = sum(
-        len(np.intersect1d(f[:at], t[:at], assume_unique=True))
-        for f, t in zip(found, truth, strict=True)
-    )
-    return hits / (at * len(found))
+    return recall_at_k([np.asarray(f)[:at] for f in found], truth[:, :at])
 
 
 def rss_mb(pid: int | None = None) -> float:

@@ -343,7 +343,7 @@ def neighbour_stats(
 ) -> dict[str, float]:
     """How hard a dataset is for IVF: neighbour cosines and IVF locality.
 
-    Exact top-k by inner product (``faiss.IndexFlatIP``) for up to ``sample_nq`` queries; the
+    Exact top-k by inner product (``indexer.ann.exact_search``) for up to ``sample_nq`` queries; the
     "locality" at nprobe p is the fraction of those top-k ids that lie in the p inverted lists
     nearest to the query, with lists from spherical k-means trained on the base.
 
@@ -379,9 +379,9 @@ def neighbour_stats(
     xq = (
         ds.xq if ds.nq <= sample_nq else ds.xq[np.sort(rng.choice(ds.nq, sample_nq, replace=False))]
     )
-    flat = faiss.IndexFlatIP(ds.d)
-    flat.add(ds.xb)
-    D, I = flat.search(xq, k)
+    from indexer.ann import exact_search  # FAISS loads after OMP_WAIT_POLICY is set
+
+    D, I = exact_search(ds.xb, xq, k)
 
     i, j = rng.integers(0, ds.nb, (2, 10_000))
     keep = i != j

@@ -42,7 +42,6 @@ from benchmarks.datasets import Dataset, calibrated, load_fashion_mnist, neighbo
 from benchmarks.systems import (
     AdindexInProcess,
     ExactFaiss,
-    Metric,
     RawFaiss,
     System,
     exact_neighbours,
@@ -50,6 +49,7 @@ from benchmarks.systems import (
 )
 from benchmarks.systems_ext import AdindexGrpc, Hnsw, Lance
 from benchmarks.text_data import ESCI_DIR, Esci, grade_counts, load_esci, load_sample, relevance
+from indexer.ann import Metric
 
 logger = logging.getLogger("benchmarks.recall_latency")
 

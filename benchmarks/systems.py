@@ -9,7 +9,6 @@ artifact (in a child process, so its wall time and peak memory are its own), and
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing as mp
 import resource
@@ -18,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
@@ -27,10 +26,10 @@ import pyarrow.parquet as pq
 
 from benchmarks.core import SearchOne, concurrent_qps, dir_bytes, rss_mb
 from benchmarks.datasets import Dataset
+from indexer.ann import Metric, exact_search, normalize, omp_threads, search_params
+from indexer.manifest import Manifest
 
 logger = logging.getLogger(__name__)
-
-Metric = Literal["ip", "l2"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,7 @@ class Built:
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """Row-normalised float32 copy (zero rows stay zero)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    out: np.ndarray = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    return out
+    return normalize(x)
 
 
 class System(ABC):
@@ -146,20 +142,10 @@ class ExactFaiss(System):
 
 def exact_neighbours(xb: np.ndarray, xq: np.ndarray, k: int, metric: Metric) -> np.ndarray:
     """Ground truth: exact top-k ids by inner product of unit rows ("ip") or by L2; (nq, k)."""
-    faiss.omp_set_num_threads(2)
-    try:
+    with omp_threads(2):
         if metric == "ip":
-            flat_ip = faiss.IndexFlatIP(xb.shape[1])
-            flat_ip.add(unit_rows(xb))
-            _, I = flat_ip.search(unit_rows(xq), k)
-        else:
-            flat_l2 = faiss.IndexFlatL2(xb.shape[1])
-            flat_l2.add(np.ascontiguousarray(xb, dtype=np.float32))
-            _, I = flat_l2.search(np.ascontiguousarray(xq, dtype=np.float32), k)
-    finally:
-        faiss.omp_set_num_threads(1)
-    out: np.ndarray = I
-    return out
+            return exact_search(unit_rows(xb), unit_rows(xq), k)[1]
+        return exact_search(xb, xq, k, metric="l2")[1]
 
 
 def write_vector_catalog(path: Path, xb: np.ndarray) -> None:
@@ -206,25 +192,22 @@ def build_artifact(
     k_factor: int | None,
     threads: int,
     queries: Path | None = None,
+    target_recall: float | None = None,
 ) -> dict[str, Any]:
     """Run ``indexer.build.build`` in a spawned child; returns version_dir, wall_s, peak_rss_mb.
 
     ``queries`` (an .npy of held-out queries, never the measured ones) feeds the build's own
-    recall evaluation where the indexer has one; its recall gate is always overridden.
+    recall evaluation. Without ``target_recall`` the gate is overridden: a benchmark measures
+    every index it builds.
     """
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("spawn")  # FAISS (OpenMP) already ran in this process
     parent, child = ctx.Pipe(duplex=False)
-    from indexer.build import BuildConfig
-
     kwargs: dict[str, Any] = {"catalog": catalog, "out": out, "index_factory": factory}
-    kwargs["threads"] = threads
-    if k_factor is not None:
-        kwargs["k_factor"] = k_factor
-    known = {f.name for f in dataclasses.fields(BuildConfig)}
-    if "allow_below_target" in known:  # the benchmark measures every index; it does not gate
+    kwargs.update(threads=threads, k_factor=k_factor, queries=queries)
+    if target_recall is None:
         kwargs["allow_below_target"] = True
-    if queries is not None and "queries" in known:
-        kwargs["queries"] = queries
+    else:
+        kwargs["target_recall"] = target_recall
     proc = ctx.Process(target=_build_child, args=(kwargs, child), name="adindex-build")
     proc.start()
     child.close()
@@ -261,7 +244,7 @@ class AdindexInProcess(System):
         self.build_threads = build_threads
         self.version_dir: Path | None = None
         self.searcher_obj: Any = None
-        self.manifest: dict[str, Any] = {}
+        self.manifest: Manifest | None = None
 
     def _build(self, ds: Dataset, workdir: Path) -> dict[str, Any]:
         """Catalog with the vectors -> indexer.build in a child; returns build_artifact's info."""
@@ -293,7 +276,7 @@ class AdindexInProcess(System):
             from indexer.artifact import read_manifest, resolve
 
             self.version_dir = resolve(self.reuse)
-            stages = read_manifest(self.version_dir).get("build", {}).get("seconds", {})
+            stages = read_manifest(self.version_dir).build.seconds
             info: dict[str, Any] = {"wall_s": float(sum(stages.values())), "peak_rss_mb": float("nan"),
                                     "reused_artifact": str(self.version_dir)}  # fmt: skip
         else:
@@ -320,25 +303,30 @@ class AdindexInProcess(System):
                     if k not in ("wall_s", "peak_rss_mb", "version_dir")
                 },
                 "build_peak_rss_mb": round(info["peak_rss_mb"], 1),
-                "build_stages_s": art.manifest.get("build", {}).get("seconds", {}),
+                "build_stages_s": art.manifest.build.seconds,
                 "load_s": round(load_s, 2),
                 "artifact_bytes": dir_bytes(self.version_dir),
-                "default_nprobe": int(art.manifest["search"]["nprobe"]),
-                "k_factor": art.manifest["search"].get("k_factor"),
+                "default_nprobe": art.manifest.search.nprobe,
+                "k_factor": art.manifest.search.k_factor,
             },
         )
         return self.built
 
     @property
+    def loaded(self) -> Manifest:
+        assert self.manifest is not None, "build() first"
+        return self.manifest
+
+    @property
     def nlist(self) -> int:
-        return int(self.manifest["index"]["nlist"])
+        return self.loaded.index.nlist
 
     @property
     def default_nprobe(self) -> int:
-        return int(self.manifest["search"]["nprobe"])
+        return self.loaded.search.nprobe
 
     def index_key(self) -> str:
-        return str(self.manifest["index"]["factory"])
+        return self.loaded.index.factory
 
     def points(self) -> list[dict[str, Any]]:
         nprobes = sorted({p for p in self.nprobes if p <= self.nlist} | {self.default_nprobe})
@@ -392,12 +380,8 @@ class RawFaiss(System):
 
     def _params(self, nprobe: int, k: int) -> tuple[faiss.Index, faiss.SearchParameters]:
         index = self.adindex.searcher_obj.artifact.index
-        ivf = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
-        if not isinstance(faiss.downcast_index(index), faiss.IndexRefine):
-            return index, ivf
-        search = self.adindex.manifest["search"]
-        k_factor = max(float(search["k_factor"]), float(search.get("min_rerank", 0)) / k)
-        params = faiss.IndexRefineSearchParameters(k_factor=k_factor, base_index_params=ivf)  # type: ignore[call-arg]
+        search = self.adindex.loaded.search
+        params = search_params(index, nprobe, search.k_factor, k, min_rerank=search.min_rerank)
         return index, params
 
     def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:

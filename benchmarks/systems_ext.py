@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from benchmarks.core import SearchOne, dir_bytes, rss_mb
 from benchmarks.datasets import Dataset
-from benchmarks.systems import AdindexInProcess, Built, Metric, System
+from benchmarks.systems import AdindexInProcess, Built, System
+from indexer.ann import Metric
 
 logger = logging.getLogger(__name__)
 

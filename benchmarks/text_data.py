@@ -54,7 +54,8 @@ def _cached(
 
 def load_sample(n_ads: int, n_users: int, cache_dir: Path) -> Dataset:
     """The sample catalog's ads and users embedded with the real model (metric ``"ip"``)."""
-    from indexer.embedding import SentenceTransformerEmbedder, normalize
+    from indexer.ann import normalize
+    from indexer.embedding import SentenceTransformerEmbedder
     from indexer.sample import generate_catalog, generate_users
 
     def make() -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,9 @@ Layout of an artifact root (``adindex build --out ROOT``)::
     ROOT/
       LATEST                      name of the newest published version (one line)
       20261125T191500Z-3f2a1c9e/  one directory per version, never modified once published
-        manifest.json             format version, model, dimension, metric, factory string,
-                                  default nprobe, counts, sha256 + size of every file, created_at
+        manifest.json             the typed manifest (``indexer.manifest``): schema, model and text
+                                  fields, factory string, search defaults, counts, quality,
+                                  sha256 + size of every file
         index.faiss               the FAISS index; FAISS id i is row i of ads.jsonl
         ads.jsonl                 one line per ad: id, advertiser, campaign, status, targeting, title
         embeddings.npy            (n, d) float32 unit vectors, row i = FAISS id i; kept for exact
@@ -28,19 +29,21 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
-from indexer.catalog import AdRecord, Targeting
+from indexer.manifest import FileEntry, Manifest, ManifestError
+from indexer.records import AdRecord, Targeting
+
+if TYPE_CHECKING:
+    import faiss
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 ADS_FILE = "ads.jsonl"
@@ -116,18 +119,18 @@ class Artifact:
     """A loaded, verified index version."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     index: faiss.Index
     ads: list[AdMeta]
     embeddings: np.ndarray  # (n, d) float32, memory-mapped read-only
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.manifest.version
 
     @property
     def dimension(self) -> int:
-        return int(self.manifest["dimension"])
+        return self.manifest.dimension
 
 
 def new_version_name(now: datetime | None = None) -> str:
@@ -183,43 +186,33 @@ def staging_dir(root: Path, version: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def publish(
-    root: Path,
-    staged: Path,
-    *,
-    version: str,
-    manifest: dict[str, Any],
-    update_latest: bool = True,
-) -> Path:
-    """Checksum, fsync and atomically publish a staged version directory.
+def publish(root: Path, staged: Path, *, version: str, manifest: Manifest) -> Manifest:
+    """Checksum, fsync and atomically publish a staged version directory; point LATEST at it.
 
     Args:
         root: artifact root; the version lands at ``root / version``.
         staged: directory holding every file of the version except the manifest.
         version: version name (see :func:`new_version_name`).
-        manifest: manifest fields; ``files``, ``version`` and ``format_version`` are filled in.
-        update_latest: point ``LATEST`` at the new version (False keeps it unpublished
-            but on disk, e.g. a build below its recall target kept for inspection).
+        manifest: the version's manifest; ``version`` and ``files`` are filled in here.
 
     Returns:
-        The published version directory.
+        The manifest as written to ``root / version / manifest.json``.
     """
     files = {}
     for p in sorted(staged.iterdir()):
         _fsync_file(p)
-        files[p.name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
-    manifest = {**manifest, "format_version": FORMAT_VERSION, "version": version, "files": files}
+        files[p.name] = FileEntry(sha256=_sha256(p), bytes=p.stat().st_size)
+    manifest = replace(manifest, version=version, files=files)
     mpath = staged / MANIFEST
-    mpath.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    mpath.write_text(manifest.dumps(), encoding="utf-8")
     _fsync_file(mpath)
     _fsync_dir(staged)
     final = root / version
     os.rename(staged, final)
     _fsync_dir(root)
-    if update_latest:
-        set_latest(root, version)
+    set_latest(root, version)
     logger.info("Published %s", final)
-    return final
+    return manifest
 
 
 def set_latest(root: Path, version: str) -> None:
@@ -248,28 +241,26 @@ def resolve(path: Path) -> Path:
     return path / version
 
 
-def read_manifest(version_dir: Path) -> dict[str, Any]:
+def read_manifest(version_dir: Path) -> Manifest:
+    """Read and check a version's manifest (schema and every field's type)."""
+    path = version_dir / MANIFEST
     try:
-        manifest: dict[str, Any] = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{version_dir / MANIFEST}: unreadable manifest: {exc}") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{version_dir}: format_version {manifest.get('format_version')!r}, "
-            f"this adindex reads {FORMAT_VERSION}"
-        )
-    return manifest
+        return Manifest.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ArtifactError(f"{path}: unreadable manifest: {exc}") from exc
+    except ManifestError as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
 
 
-def verify(version_dir: Path, manifest: Mapping[str, Any]) -> None:
+def verify(version_dir: Path, manifest: Manifest) -> None:
     """Check every file's size and sha256 against the manifest."""
-    for name, meta in manifest["files"].items():
+    for name, entry in manifest.files.items():
         p = version_dir / name
         if not p.is_file():
             raise ArtifactError(f"{p}: missing (listed in {MANIFEST})")
-        if p.stat().st_size != meta["bytes"]:
-            raise ArtifactError(f"{p}: {p.stat().st_size} bytes, manifest says {meta['bytes']}")
-        if _sha256(p) != meta["sha256"]:
+        if p.stat().st_size != entry.bytes:
+            raise ArtifactError(f"{p}: {p.stat().st_size} bytes, manifest says {entry.bytes}")
+        if _sha256(p) != entry.sha256:
             raise ArtifactError(f"{p}: sha256 mismatch, the file is corrupted")
 
 
@@ -282,9 +273,11 @@ def load(path: Path, *, expected_dimension: int | None = None) -> Artifact:
     version_dir = resolve(path)
     manifest = read_manifest(version_dir)
     verify(version_dir, manifest)
-    d = int(manifest["dimension"])
+    d = manifest.dimension
     if expected_dimension is not None and d != expected_dimension:
         raise ArtifactError(f"{version_dir}: dimension {d}, expected {expected_dimension}")
+    import faiss  # here: reading manifests (adindex info) needs no FAISS
+
     try:
         index = faiss.read_index(str(version_dir / INDEX_FILE))
     except RuntimeError as exc:

@@ -8,22 +8,33 @@ import platform
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
 
 from indexer import artifact
-from indexer.catalog import DEFAULT_TEXT_FIELDS, Catalog, read_catalog, write_rejects
-from indexer.embedding import Embedder, SentenceTransformerEmbedder, normalize
+from indexer.ann import normalize
+from indexer.catalog import read_catalog, write_rejects
+from indexer.embedding import Embedder, SentenceTransformerEmbedder
+from indexer.manifest import (
+    DEFAULT_TEXT_SEPARATOR,
+    BuildInfo,
+    CatalogInfo,
+    Counts,
+    IndexSpec,
+    Manifest,
+    ModelInfo,
+    OperatingPoint,
+    SearchDefaults,
+)
 from indexer.params import DEFAULT_MIN_RERANK, IndexParams, choose_params
 from indexer.queries import QuerySet, catalog_queries, file_queries
+from indexer.records import DEFAULT_TEXT_FIELDS, Catalog
 from indexer.tuning import (
-    OperatingPoint,
     Tuning,
     TuningConfig,
     allowed_best,
@@ -60,7 +71,7 @@ class BuildConfig:
     nprobe: int | None = None
     k_factor: int | None = None
     text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
-    text_separator: str = ". "
+    text_separator: str = DEFAULT_TEXT_SEPARATOR
     skip_invalid: bool = False
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 1234
@@ -99,7 +110,7 @@ class BuildConfig:
 @dataclass(frozen=True)
 class BuildResult:
     version_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 @contextmanager
@@ -116,11 +127,11 @@ def embed_catalog(
     catalog: Catalog,
     config: BuildConfig,
     embedder: Embedder | None,
-) -> tuple[np.ndarray, dict[str, Any]]:
+) -> tuple[np.ndarray, ModelInfo]:
     """Vectors for every record: the catalog's own, or the model's embedding of its text.
 
     Returns:
-        (xb, model_info): xb of shape (n, d), float32, unit rows; model_info for the manifest.
+        (xb, model): xb of shape (n, d), float32, unit rows; what the manifest records.
     """
     if catalog.embeddings is not None:
         xb = normalize(catalog.embeddings, inplace=True)  # the build owns the catalog's matrix
@@ -132,18 +143,17 @@ def embed_catalog(
                     f"differs from the query model {embedder.model_name} ({embedder.dimension}-d)"
                 )
         name = embedder.model_name if embedder is not None else "precomputed"
-        return xb, {"name": name, "source": "catalog embeddings", "dimension": int(xb.shape[1])}
+        return xb, ModelInfo(name, int(xb.shape[1]), "catalog embeddings")
     embedder = embedder or SentenceTransformerEmbedder(config.model)
-    texts = [r.text(config.text_fields, config.text_separator) for r in catalog.records]
-    xb = embedder.encode(texts, progress=True)
-    info = {
-        "name": embedder.model_name,
-        "source": "text",
-        "dimension": embedder.dimension,
-        "text_fields": list(config.text_fields),
-        "text_separator": config.text_separator,
-    }
-    return xb, info
+    model = ModelInfo(
+        embedder.model_name,
+        embedder.dimension,
+        "text",
+        text_fields=config.text_fields,
+        text_separator=config.text_separator,
+    )
+    xb = embedder.encode([model.text_of(r) for r in catalog.records], progress=True)
+    return xb, model
 
 
 def train_index(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
@@ -177,7 +187,7 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
             config.catalog, skip_invalid=config.skip_invalid, text_fields=config.text_fields
         )
     with timeit(f"Embedding {len(catalog.records)} ads", timings):
-        xb, model_info = embed_catalog(catalog, config, embedder)
+        xb, model = embed_catalog(catalog, config, embedder)
     n, d = xb.shape
     params, queries = _plan(config, xb)
     logger.info(
@@ -205,10 +215,9 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         )
         if catalog.rejects:
             write_rejects(catalog.rejects, staged / artifact.REJECTS_FILE)
-        manifest = _manifest(catalog, params, model_info, (n, d), timings, config)
-        _add_quality(manifest, params, tuning, point, config)
-        version_dir = artifact.publish(config.out, staged, version=version, manifest=manifest)
-    return BuildResult(version_dir=version_dir, manifest=artifact.read_manifest(version_dir))
+        manifest = _manifest(catalog, params, model, tuning, point, timings, config)
+        manifest = artifact.publish(config.out, staged, version=version, manifest=manifest)
+    return BuildResult(version_dir=config.out / version, manifest=manifest)
 
 
 def _plan(config: BuildConfig, xb: np.ndarray) -> tuple[IndexParams, QuerySet]:
@@ -226,24 +235,6 @@ def _plan(config: BuildConfig, xb: np.ndarray) -> tuple[IndexParams, QuerySet]:
         return params, eval_queries(config, xb)
     except ValueError as exc:
         raise BuildError(str(exc)) from exc
-
-
-def _add_quality(
-    manifest: dict[str, Any],
-    params: IndexParams,
-    tuning: Tuning,
-    point: OperatingPoint,
-    config: BuildConfig,
-) -> None:
-    """The measured curve, the published point and the memory estimate, into the manifest."""
-    manifest["search"].update(nprobe=point.nprobe, k_factor=point.k_factor)
-    manifest["index"].update(memory_bytes_estimate=params.memory_bytes)
-    manifest["quality"] = {
-        **tuning.to_json(),
-        "chosen": point.to_json(),
-        "below_target": not tuning.reached,
-        "max_memory_mb": config.max_memory_mb,
-    }
 
 
 def eval_queries(config: BuildConfig, xb: np.ndarray) -> QuerySet:
@@ -327,40 +318,29 @@ def _snapshot_time(config: BuildConfig, catalog: Catalog) -> datetime:
 def _manifest(
     catalog: Catalog,
     params: IndexParams,
-    model_info: dict[str, Any],
-    shape: tuple[int, int],
+    model: ModelInfo,
+    tuning: Tuning,
+    point: OperatingPoint,
     timings: dict[str, float],
     config: BuildConfig,
-) -> dict[str, Any]:
+) -> Manifest:
+    n = len(catalog.records)
     paused = sum(r.status == "paused" for r in catalog.records)
-    return {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dimension": shape[1],
-        "metric": "inner_product",
-        "normalized": True,
-        "model": model_info,
-        "index": {
-            "factory": params.index_factory,
-            "nlist": params.nlist,
-            "train_size": params.train_size,
-            "seed": config.seed,
-        },
-        "search": {
-            "nprobe": params.nprobe,
-            "k_factor": params.k_factor,
-            "min_rerank": DEFAULT_MIN_RERANK,
-        },
-        "counts": {
-            "ads": shape[0],
-            "active": shape[0] - paused,
-            "paused": paused,
-            "rejected": len(catalog.rejects),
-        },
-        "catalog": {
-            "path": str(catalog.source),
-            "sha256": catalog.sha256,
-            "snapshot_at": _snapshot_time(config, catalog).isoformat(),
-        },
-        "build": {"seconds": timings, "threads": config.threads, "host": platform.node()},
-        "software": _versions(["adindex", "faiss-cpu", "sentence-transformers", "torch", "numpy"]),
-    }
+    software = ["adindex", "faiss-cpu", "sentence-transformers", "torch", "numpy"]
+    return Manifest(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        dimension=model.dimension,
+        model=model,
+        index=IndexSpec(
+            factory=params.index_factory,
+            nlist=params.nlist,
+            train_size=params.train_size,
+            seed=config.seed,
+            memory_bytes_estimate=params.memory_bytes,
+        ),
+        search=SearchDefaults(point.nprobe, point.k_factor, DEFAULT_MIN_RERANK),
+        counts=Counts(ads=n, active=n - paused, paused=paused, rejected=len(catalog.rejects)),
+        catalog=CatalogInfo(str(catalog.source), catalog.sha256, _snapshot_time(config, catalog)),
+        build=BuildInfo(dict(timings), config.threads, platform.node(), _versions(software)),
+        quality=replace(tuning.to_quality(max_memory_mb=config.max_memory_mb), chosen=point),
+    )

@@ -23,33 +23,13 @@ from indexer.catalog_formats import read_csv, read_jsonl, read_parquet
 from indexer.catalog_validation import Builder
 from indexer.records import (
     DEFAULT_TEXT_FIELDS,
-    DEVICES,
     FILE_FIELD,
-    STATUSES,
     AdRecord,
     Catalog,
     CatalogError,
     Problem,
-    Status,
-    Targeting,
     check_text_fields,
 )
-
-# The record types live in indexer.records; they are re-exported so imports stay the same.
-__all__ = [
-    "DEFAULT_TEXT_FIELDS",
-    "DEVICES",
-    "STATUSES",
-    "AdRecord",
-    "Catalog",
-    "CatalogError",
-    "Problem",
-    "Status",
-    "Targeting",
-    "read_catalog",
-    "write_catalog_jsonl",
-    "write_rejects",
-]
 
 _SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
 

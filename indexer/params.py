@@ -108,11 +108,6 @@ def nlist_of(factory: str) -> int:
     return int(match.group(1))
 
 
-def effective_k_factor(k_factor: int, min_rerank: int, k: int) -> float:
-    """Re-ranking depth the searcher really uses: at least min_rerank candidates for small k."""
-    return max(float(k_factor), min_rerank / k)
-
-
 def default_nprobe(nlist: int) -> int:
     return min(nlist, max(8, nlist // 4))
 

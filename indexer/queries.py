@@ -1,16 +1,11 @@
 """Held-out queries for build-time evaluation (``indexer.tuning``).
 
 A query file when given (``file_queries``; ``adindex build --queries``: .npy, shape (nq, d),
-float32, e.g. pin-based user embeddings), otherwise ``catalog_queries``. A user embedding is the mean of
-the pins the user engaged with, so each default query is the normalised mean of 2-6 catalog
-vectors from one region (a seed ad's 64 nearest among 16,384 sampled ads, ~0.4% of the
-catalog), plus isotropic noise of norm 0.7: real queries are not catalog items, and share
-only ~0.65 cosine with their nearest ad (all-MiniLM-L6-v2, real product search queries). On
-the calibrated synthetic set (benchmarks/datasets.py, 54,667 x 384) these queries have
-cos 1st/100th neighbour 0.64/0.46 (its own queries 0.65/0.45) and give recall@100 within
-0.01 of its queries from nprobe 32 up (docs/index-parameters.md). Self-queries (indexed
-vectors) would overstate recall: their nearest neighbour is themselves, at cosine 1.
-A file larger than ``max_queries`` (500 in builds) is sampled with a seed.
+float32, e.g. a sample of yesterday's Retrieve embeddings), otherwise ``catalog_queries``:
+synthetic users built from the catalog itself (their recipe is in its docstring and its
+constants below). Self-queries (indexed vectors) would overstate recall: their nearest
+neighbour is themselves, at cosine 1. A file larger than ``max_queries`` is sampled with a
+seed. How well the default queries predict recall on real queries: docs/index-parameters.md.
 """
 
 from __future__ import annotations
@@ -18,11 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from indexer.embedding import normalize
+from indexer.ann import normalize
+from indexer.manifest import QueriesInfo
 
 QUERY_POOL = 16_384  # catalog vectors among which an interest's region is looked up
 REGION_SHARE = 0.04  # an interest: a seed ad's nearest 4% of the pool
@@ -40,13 +35,9 @@ class QuerySet:
     description: str
     path: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "nq": len(self.xq),
-            "description": self.description,
-            "path": self.path,
-        }
+    def info(self) -> QueriesInfo:
+        """What the manifest records about these queries."""
+        return QueriesInfo(self.source, len(self.xq), self.description, self.path)
 
 
 # --- Queries ------------------------------------------------------------------------------------

@@ -3,42 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from indexer.tuning import OperatingPoint
+from indexer.manifest import Manifest, OperatingPoint
 
 
-def describe(manifest: dict[str, Any]) -> str:
+def describe(manifest: Manifest) -> str:
     """A manifest's index, search defaults and recall curve as a readable text table."""
-    index, search, counts = manifest["index"], manifest["search"], manifest["counts"]
-    memory = index.get("memory_bytes_estimate")
+    index, search, counts, model = manifest.index, manifest.search, manifest.counts, manifest.model
+    memory = index.memory_bytes_estimate
+    text = (
+        "precomputed embeddings"
+        if model.source != "text"
+        else (f"text {'+'.join(model.text_fields)} embedded by {model.embedder or model.name}")
+    )
     lines = [
-        f"version   {manifest['version']}  (built {manifest.get('created_at', '?')})",
-        f"ads       {counts['ads']} ({counts['paused']} paused, {counts['rejected']} rejected), "
-        f"{manifest['dimension']}-d, model {manifest['model']['name']}",
-        f"index     {index['factory']}  nlist {index['nlist']}"
+        f"version   {manifest.version}  (built {manifest.created_at})",
+        f"ads       {counts.ads} ({counts.paused} paused, {counts.rejected} rejected), "
+        f"{manifest.dimension}-d, model {model.name} ({text})",
+        f"index     {index.factory}  nlist {index.nlist}"
         + (f"  ~{memory / 2**20:.1f} MB RAM (estimate)" if memory else ""),
-        f"search    nprobe {search['nprobe']}, k_factor {search['k_factor']}, "
-        f"min_rerank {search.get('min_rerank', 0)}",
+        f"search    nprobe {search.nprobe}, k_factor {search.k_factor}, "
+        f"min_rerank {search.min_rerank}",
     ]
-    quality = manifest.get("quality")
-    if not quality:
-        return "\n".join([*lines, "quality   not measured (built before build-time evaluation)"])
-    chosen = OperatingPoint.from_json(quality["chosen"])
+    quality = manifest.quality
+    if quality is None:
+        return "\n".join([*lines, "quality   not measured"])
+    chosen = quality.chosen
     verdict = "BELOW TARGET (published with --allow-below-target)"
-    if not quality.get("below_target"):
+    if not quality.below_target:
         verdict = "reached"
     lines += [
-        f"quality   recall@{quality['recall_k']} target {quality['target_recall']}: {verdict}; "
+        f"quality   recall@{quality.recall_k} target {quality.target_recall}: {verdict}; "
         f"default nprobe {chosen.nprobe}, k_factor {chosen.k_factor}: recall {chosen.recall:.3f}, "
         f"{chosen.p50_ms:.2f} ms p50, {chosen.p99_ms:.2f} ms p99",
-        f"queries   {quality['queries']['description']}",
-        f"measured  {quality.get('latency', '')}; {quality.get('seconds', '?')} s"
-        + (" (sweep cut short by its time budget)" if quality.get("truncated") else ""),
+        f"queries   {quality.queries.description}",
+        f"measured  {quality.latency}; {quality.seconds} s"
+        + (" (sweep cut short by its time budget)" if quality.truncated else ""),
         "",
-        *format_curve(
-            [OperatingPoint.from_json(p) for p in quality["curve"]], chosen, quality["recall_k"]
-        ),
+        *format_curve(quality.curve, chosen, quality.recall_k),
     ]
     return "\n".join(lines)
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 
-from indexer.catalog import DEVICES, AdRecord, Targeting, write_catalog_jsonl
+from indexer.catalog import write_catalog_jsonl
+from indexer.records import DEVICES, AdRecord, Targeting
 from indexer.sample_vocab import (
     BRAND_SUFFIXES,
     BRAND_WORDS,
@@ -60,6 +61,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_ADS = 3000  # the demo's catalog: all-MiniLM-L6-v2 embeds it in about 30 s on 2 cores
+DEFAULT_USERS = 20
+DEFAULT_SEED = 7
 CATALOG_FILE = "catalog.jsonl"
 USERS_FILE = "users.jsonl"
 
@@ -329,7 +333,7 @@ def _ad(rng: random.Random, number: int, campaign: _Campaign) -> AdRecord:
     )
 
 
-def generate_catalog(n_ads: int, *, seed: int = 7) -> list[AdRecord]:
+def generate_catalog(n_ads: int, *, seed: int = DEFAULT_SEED) -> list[AdRecord]:
     """A realistic sample catalog; the same arguments always give the same records.
 
     About ``n_ads / 12`` advertisers (at least 20, at most ``n_ads``) with lognormal sizes, each
@@ -469,7 +473,13 @@ def read_users(path: Path) -> list[SampleUser]:
     return users
 
 
-def write_sample(out_dir: Path, *, n_ads: int, n_users: int, seed: int = 7) -> tuple[Path, Path]:
+def write_sample(
+    out_dir: Path,
+    *,
+    n_ads: int = DEFAULT_ADS,
+    n_users: int = DEFAULT_USERS,
+    seed: int = DEFAULT_SEED,
+) -> tuple[Path, Path]:
     """Write a sample catalog and sample users; the same arguments give byte-identical files.
 
     Users are drawn with ``seed + 4``, so the default seed gives ``generate_users``' default.

@@ -31,16 +31,23 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import faiss
 import numpy as np
 from tqdm import tqdm
 
-from indexer.params import DEFAULT_K_FACTOR, DEFAULT_MIN_RERANK, effective_k_factor
+from indexer.ann import (
+    effective_k_factor,
+    exact_search,
+    has_refine,
+    omp_threads,
+    recall_at_k,
+    search_params,
+)
+from indexer.manifest import OperatingPoint, Quality
+from indexer.params import DEFAULT_K_FACTOR, DEFAULT_MIN_RERANK
 from indexer.queries import QuerySet
 
 logger = logging.getLogger(__name__)
@@ -80,25 +87,6 @@ class TuningConfig:
 
 
 @dataclass(frozen=True)
-class OperatingPoint:
-    """One measured search setting."""
-
-    nprobe: int
-    k_factor: int
-    recall: float
-    p50_ms: float
-    p99_ms: float
-    frontier: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> OperatingPoint:
-        return cls(**{f: obj[f] for f in cls.__dataclass_fields__ if f in obj})
-
-
-@dataclass(frozen=True)
 class Tuning:
     """The measured curve of one index and the point chosen from it."""
 
@@ -119,70 +107,26 @@ class Tuning:
     def reached(self) -> bool:
         return self.chosen is not None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "target_recall": self.target_recall,
-            "recall_k": self.recall_k,
-            "queries": self.queries.to_json(),
-            "ground_truth": "exact inner product (IndexFlatIP) over all indexed vectors, paused included",
-            "latency": f"single query, 1 OpenMP thread, {TIMED_QUERIES} timed calls per point",
-            "curve": [p.to_json() for p in self.points],
-            "chosen": self.chosen.to_json() if self.chosen else None,
-            "best": self.best.to_json(),
-            "reached": self.reached,
-            "truncated": self.truncated,
-            "seconds": round(self.seconds, 2),
-        }
+    def to_quality(self, *, max_memory_mb: float | None = None) -> Quality:
+        """The manifest's record of this curve, with the chosen point (or the published one)."""
+        return Quality(
+            target_recall=self.target_recall,
+            recall_k=self.recall_k,
+            queries=self.queries.info(),
+            ground_truth="exact inner product over all indexed vectors, paused included",
+            latency=f"single query, 1 OpenMP thread, {TIMED_QUERIES} timed calls per point",
+            curve=self.points,
+            chosen=self.chosen or self.best,
+            best=self.best,
+            reached=self.reached,
+            truncated=self.truncated,
+            seconds=round(self.seconds, 2),
+            below_target=not self.reached,
+            max_memory_mb=max_memory_mb,
+        )
 
 
 # --- Measuring ----------------------------------------------------------------------------------
-
-
-def exact_topk(xb: np.ndarray, xq: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k ids by inner product (FAISS brute force, as ``IndexFlatIP`` searches, but
-    without copying xb into an index); shape (nq, k), int64."""
-    _, I = faiss.knn(xq, np.ascontiguousarray(xb, dtype=np.float32), k, faiss.METRIC_INNER_PRODUCT)
-    return np.asarray(I)
-
-
-def recall_at_k(I: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of each query's exact top-k found in its k results; I, truth (nq, k)."""
-    # One isin over (row, id) keys; FAISS's -1 padding maps to key row*span, never a true id.
-    span = int(max(I.max(initial=0), truth.max(initial=0))) + 2
-    rows = np.arange(len(truth), dtype=np.int64)[:, None] * span
-    want = np.sort(truth + 1 + rows, axis=None)  # rows are disjoint key ranges: sorted overall
-    found = (I + 1 + rows).ravel()
-    pos = np.minimum(np.searchsorted(want, found), want.size - 1)
-    hits = int((want[pos] == found).sum())
-    return float(hits) / truth.size
-
-
-def has_refine(index: faiss.Index) -> bool:
-    """Whether the index has a re-ranking stage (what the searcher checks too)."""
-    return isinstance(faiss.downcast_index(index), faiss.IndexRefine)
-
-
-def search_params(
-    index: faiss.Index, nprobe: int, k_factor: int, k: int, min_rerank: int
-) -> faiss.SearchParameters:
-    """The search parameters the server uses for (nprobe, k_factor) at k (see Searcher)."""
-    ivf = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
-    if not has_refine(index):
-        return ivf
-    return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
-        k_factor=effective_k_factor(k_factor, min_rerank, k), base_index_params=ivf
-    )
-
-
-@contextmanager
-def omp_threads(n: int) -> Iterator[None]:
-    """Run FAISS with n OpenMP threads inside the block, then restore the previous count."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def measure(
@@ -196,7 +140,7 @@ def measure(
 ) -> OperatingPoint:
     """Recall over all queries; latency of the first ``TIMED_QUERIES``, one call each."""
     nq, k = truth.shape
-    params = search_params(index, nprobe, k_factor, k, min_rerank)
+    params = search_params(index, nprobe, k_factor, k, min_rerank=min_rerank)
     timed = min(nq, TIMED_QUERIES)
     I = np.empty((nq, k), dtype=np.int64)
     ms = np.empty(timed)
@@ -392,7 +336,7 @@ def tune(
     """
     t0 = time.perf_counter()
     k = min(config.recall_k, len(xb))
-    truth = exact_topk(xb, queries.xq, k)
+    _, truth = exact_search(xb, queries.xq, k)
     logger.info("Exact top-%d of %d queries: %.1f s", k, len(truth), time.perf_counter() - t0)
     points, truncated = sweep(index, queries.xq, truth, nlist, config)
     points = pareto_frontier(points)

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from indexer.ann import normalize
 from indexer.artifact import AdMeta, ArtifactError, resolve
-from indexer.catalog import Targeting
-from indexer.embedding import DEFAULT_MODEL_NAME, Embedder, SentenceTransformerEmbedder, normalize
-from retrieval.changelog import Change, Op, decode_vector, encode_vector
+from indexer.catalog_validation import validate_row
+from indexer.embedding import DEFAULT_MODEL_NAME, Embedder, SentenceTransformerEmbedder
+from indexer.manifest import ModelInfo
+from indexer.records import AdRecord
+from retrieval.changelog import Change, Op, apply_change, encode_vector
 from retrieval.eligibility import Overlay
 from retrieval.errors import InvalidArgument, NotFound, RetrievalError
 from retrieval.searcher import Searcher
@@ -33,29 +37,6 @@ MAX_ADS_PER_UPSERT = 1000
 
 class FailedPrecondition(RetrievalError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-def _change_fn(change: Change) -> Callable[[Overlay], None]:
-    """How a logged change modifies the overlay (the same for a live call and a replay)."""
-
-    def run(overlay: Overlay) -> None:
-        if change.op in ("pause", "resume"):
-            status = "paused" if change.op == "pause" else "active"
-            overlay.set_status(status, change.ad_ids, change.campaign_ids, change.advertiser_ids)
-        elif change.op == "delete":
-            overlay.delete(change.ad_ids)
-        else:
-            for ad in change.ads:
-                meta = AdMeta.from_json(ad)
-                overlay.upsert(meta, decode_vector(ad["embedding"]))
-
-    return run
-
-
-def replay(searcher: Searcher, changes: Sequence[Change]) -> None:
-    """Apply logged changes to a freshly loaded searcher (ids unknown to it are skipped)."""
-    for change in changes:
-        searcher.apply(_change_fn(change))
 
 
 class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
@@ -94,7 +75,7 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
             raise FailedPrecondition("no change log is open")
         before = searcher.view
         change = log.append(op, **fields)
-        after = searcher.apply(_change_fn(change))
+        after = searcher.apply(partial(apply_change, change))
         flipped = int(np.count_nonzero(before.eligible != after.eligible))
         flipped += (
             abs(after.delta.eligible.sum() - before.delta.eligible.sum()) if op != "upsert" else 0
@@ -148,12 +129,12 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
 
     # -- upsert ------------------------------------------------------------------------------
     def _embedder_for(self, searcher: Searcher) -> Embedder:
-        model = searcher.artifact.manifest["model"]
+        model = searcher.artifact.manifest.model
         if self._embedder is None:
-            if self._model is None and model["name"] != DEFAULT_MODEL_NAME:
+            if self._model is None and model.name != DEFAULT_MODEL_NAME:
                 raise InvalidArgument(
                     "ads.embedding",
-                    f"this index was built with model {model['name']!r}, which this server cannot "
+                    f"this index was built with model {model.name!r}, which this server cannot "
                     "embed with; send embeddings, or start the server with --model",
                 )
             self._embedder = SentenceTransformerEmbedder(self._model)
@@ -163,7 +144,10 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
             )
         return self._embedder
 
-    def _vectors(self, ads: Sequence[retrieval_pb2.Ad], searcher: Searcher) -> np.ndarray:
+    def _vectors(
+        self, ads: Sequence[retrieval_pb2.Ad], records: Sequence[AdRecord], searcher: Searcher
+    ) -> np.ndarray:
+        """Each ad's own embedding, or its text embedded as the version embedded its ads."""
         d = searcher.dimension
         xb = np.zeros((len(ads), d), dtype=np.float32)
         to_embed: list[int] = []
@@ -180,12 +164,8 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
                 raise InvalidArgument(f"ads[{i}].embedding", "must be finite and not all zero")
             xb[i] = x
         if to_embed:
-            texts = [_text(ads[i]) for i in to_embed]
-            for i, text in zip(to_embed, texts, strict=True):
-                if not text:
-                    raise InvalidArgument(
-                        f"ads[{i}]", "needs title, description or creative_text, or an embedding"
-                    )
+            model = searcher.artifact.manifest.model
+            texts = [model.text_of(records[i]) for i in to_embed]
             xb[to_embed] = self._embedder_for(searcher).encode(texts)
         return normalize(xb)
 
@@ -198,16 +178,18 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument(
                 "ads", f"at most {MAX_ADS_PER_UPSERT} ads per call, got {len(request.ads)}"
             )
-        metas = [_meta(i, ad) for i, ad in enumerate(request.ads)]
-        seen: set[str] = set()
-        for i, meta in enumerate(metas):
-            if meta.ad_id in seen:
-                raise InvalidArgument(
-                    f"ads[{i}].ad_id", f"{meta.ad_id!r} appears twice in this call"
-                )
-            seen.add(meta.ad_id)
         searcher = self._state.current()
-        xb = self._vectors(request.ads, searcher)  # embed outside the lock: it is the slow part
+        model = searcher.artifact.manifest.model
+        records = [_record(i, ad, model) for i, ad in enumerate(request.ads)]
+        seen: set[str] = set()
+        for i, record in enumerate(records):
+            if record.ad_id in seen:
+                raise InvalidArgument(
+                    f"ads[{i}].ad_id", f"{record.ad_id!r} appears twice in this call"
+                )
+            seen.add(record.ad_id)
+        xb = self._vectors(request.ads, records, searcher)  # outside the lock: the slow part
+        metas = [AdMeta.from_record(r) for r in records]
         with self._state.admin_lock:
             overlay = self._state.current().overlay
             updated = sum(overlay.has_ad(m.ad_id) for m in metas)
@@ -243,36 +225,25 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
         return retrieval_pb2.ReloadResponse(index_version=searcher.version, changed=True)
 
 
-def _text(ad: retrieval_pb2.Ad) -> str:
-    return ". ".join(t.strip() for t in (ad.title, ad.description, ad.creative_text) if t.strip())
-
-
-def _meta(i: int, ad: retrieval_pb2.Ad) -> AdMeta:
-    for name in ("ad_id", "advertiser_id", "campaign_id"):
-        if not getattr(ad, name).strip():
-            raise InvalidArgument(f"ads[{i}].{name}", "is required")
-    status = ad.status.strip().lower() or "active"
-    if status not in ("active", "paused"):
-        raise InvalidArgument(
-            f"ads[{i}].status", f"must be 'active' or 'paused', got {ad.status!r}"
-        )
-    try:
-        targeting = Targeting.from_json(
-            {
-                "countries": list(ad.targeting.countries),
-                "locales": list(ad.targeting.locales),
-                "devices": list(ad.targeting.devices),
-            }
-        )
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"ads[{i}].{str(exc).split(':', 1)[0]}", str(exc).split(": ", 1)[-1]
-        ) from exc
-    return AdMeta(
-        ad.ad_id.strip(),
-        ad.advertiser_id.strip(),
-        ad.campaign_id.strip(),
-        status,
-        targeting,
-        ad.title,
-    )
+def _record(i: int, ad: retrieval_pb2.Ad, model: ModelInfo) -> AdRecord:
+    """An upserted ad through the catalog's own row checks (ids, status, targeting, text)."""
+    row: dict[str, Any] = {
+        "ad_id": ad.ad_id or None,
+        "advertiser_id": ad.advertiser_id or None,
+        "campaign_id": ad.campaign_id or None,
+        "title": ad.title,
+        "description": ad.description,
+        "creative_text": ad.creative_text,
+        "status": ad.status or "active",
+        "targeting": {
+            "countries": list(ad.targeting.countries),
+            "locales": list(ad.targeting.locales),
+            "devices": list(ad.targeting.devices),
+        },
+    }
+    needs_text = len(ad.embedding) == 0
+    record, problems = validate_row(row, text_fields=model.text_fields, needs_text=needs_text)
+    if record is None:
+        first = problems[0]
+        raise InvalidArgument(f"ads[{i}].{first.field}", first.message)
+    return record

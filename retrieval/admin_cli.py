@@ -11,12 +11,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from retrieval.client import RetrievalClient, ad_message
+from retrieval.client import DEFAULT_TARGET, RetrievalClient, ad_message
 
 TOKEN_ENV = "ADINDEX_ADMIN_TOKEN"
-DEFAULT_SERVER = "127.0.0.1:50051"
 
-Command = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace], int]
 
 
 def admin_token(path: Path | None) -> str | None:
@@ -35,7 +34,7 @@ def _client(args: argparse.Namespace) -> RetrievalClient:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=DEFAULT_SERVER, help="host:port (default: %(default)s)")
+    p.add_argument("--server", default=DEFAULT_TARGET, help="host:port (default: %(default)s)")
     p.add_argument(
         "--admin-token-file",
         type=Path,
@@ -87,34 +86,38 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Command] = {
-    "pause": cmd_eligibility,
-    "resume": cmd_eligibility,
-    "delete": cmd_delete,
-    "upsert": cmd_upsert,
-    "reload": cmd_reload,
-}
+def _eligibility_flags(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--ads", help="comma-separated ad ids")
+    p.add_argument("--campaigns", help="comma-separated campaign ids")
+    p.add_argument("--advertisers", help="comma-separated advertiser ids")
+    _common(p)
+    return cmd_eligibility
 
 
-def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the admin subcommands (their handlers are in COMMANDS)."""
-    for name, verb in (("pause", "stop serving"), ("resume", "serve again")):
-        p = sub.add_parser(name, help=f"{verb} ads by ad, campaign or advertiser id (admin)")
-        p.add_argument("--ads", help="comma-separated ad ids")
-        p.add_argument("--campaigns", help="comma-separated campaign ids")
-        p.add_argument("--advertisers", help="comma-separated advertiser ids")
-        _common(p)
-    p = sub.add_parser("delete", help="remove ads without a rebuild (admin)")
+def _delete_flags(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--ads", required=True, help="comma-separated ad ids")
     _common(p)
-    p = sub.add_parser(
-        "upsert", help="add or replace ads from a catalog file, without a rebuild (admin)"
-    )
+    return cmd_delete
+
+
+def _upsert_flags(p: argparse.ArgumentParser) -> Handler:
     p.add_argument(
         "--catalog", type=Path, required=True, help="ads in catalog format (.jsonl, .csv, .parquet)"
     )
     _common(p)
-    p = sub.add_parser(
-        "reload", help="make the server load the newest published version now (admin)"
-    )
+    return cmd_upsert
+
+
+def _reload_flags(p: argparse.ArgumentParser) -> Handler:
     _common(p)
+    return cmd_reload
+
+
+# command -> adds its flags to the parser and returns its handler (help: retrieval.cli.HELP)
+COMMANDS: dict[str, Callable[[argparse.ArgumentParser], Handler]] = {
+    "pause": _eligibility_flags,
+    "resume": _eligibility_flags,
+    "delete": _delete_flags,
+    "upsert": _upsert_flags,
+    "reload": _reload_flags,
+}

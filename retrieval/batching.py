@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.tuning import omp_threads
+from indexer.ann import omp_threads
 from retrieval.errors import DeadlineExceeded, RetrievalError
 from retrieval.metrics import Metrics
 from retrieval.searcher import Hits, Searcher

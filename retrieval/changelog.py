@@ -20,10 +20,17 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from indexer.artifact import AdMeta
+
+if TYPE_CHECKING:
+    from retrieval.eligibility import Overlay
+    from retrieval.searcher import Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,24 @@ def encode_vector(x: np.ndarray) -> str:
 
 def decode_vector(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
+
+
+def apply_change(change: Change, overlay: Overlay) -> None:
+    """How a logged change modifies eligibility: the same for a live admin call and a replay."""
+    if change.op in ("pause", "resume"):
+        status = "paused" if change.op == "pause" else "active"
+        overlay.set_status(status, change.ad_ids, change.campaign_ids, change.advertiser_ids)
+    elif change.op == "delete":
+        overlay.delete(change.ad_ids)
+    else:
+        for ad in change.ads:
+            overlay.upsert(AdMeta.from_json(ad), decode_vector(ad["embedding"]))
+
+
+def replay(searcher: Searcher, changes: Sequence[Change]) -> None:
+    """Apply logged changes to a freshly loaded searcher (ids unknown to it are skipped)."""
+    for change in changes:
+        searcher.apply(partial(apply_change, change))
 
 
 class ChangeLog:

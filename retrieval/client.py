@@ -9,8 +9,11 @@ from types import TracebackType
 import grpc
 import numpy as np
 
-from indexer.catalog import AdRecord
+from indexer.records import AdRecord
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+DEFAULT_PORT = 50051
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"  # where clients look by default: loopback
 
 
 def ad_message(record: AdRecord, embedding: np.ndarray | None = None) -> retrieval_pb2.Ad:

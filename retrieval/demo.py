@@ -6,30 +6,38 @@ index, and the candidates come back from the gRPC server through a loopback chan
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from indexer.ann import normalize
 from indexer.build import BuildConfig, build
-from indexer.embedding import SentenceTransformerEmbedder, normalize
-from indexer.sample import SampleUser, category_of, generate_catalog, generate_users, write_sample
+from indexer.embedding import SentenceTransformerEmbedder
+from indexer.sample import (
+    DEFAULT_ADS,
+    SampleUser,
+    category_of,
+    generate_catalog,
+    generate_users,
+    write_sample,
+)
 from retrieval.client import RetrievalClient
 from retrieval.server import ServerConfig, create_server
 
 logger = logging.getLogger(__name__)
 
-# all-MiniLM-L6-v2 embeds ~100-130 ad texts/s on two cores: 3,000 ads take about 30 s.
-DEFAULT_DEMO_ADS = 3000
 MAX_PER_ADVERTISER = 2
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: Path = Path(".demo")
-    n_ads: int = DEFAULT_DEMO_ADS
+    n_ads: int = DEFAULT_ADS
     n_users: int = 4
     k: int = 8
     model: Path | None = None
@@ -85,8 +93,8 @@ def run_demo(config: DemoConfig) -> None:
     )
     m = result.manifest
     print(
-        f"Built {m['index']['factory']} over {m['counts']['ads']} ads "
-        f"({m['counts']['paused']} paused) in {sum(m['build']['seconds'].values()):.1f} s -> {result.version_dir}"
+        f"Built {m.index.factory} over {m.counts.ads} ads ({m.counts.paused} paused) "
+        f"in {sum(m.build.seconds.values()):.1f} s -> {result.version_dir}"
     )
     running = create_server(ServerConfig(port=0, index=config.workdir / "index"))
     try:
@@ -112,3 +120,29 @@ def run_demo(config: DemoConfig) -> None:
     finally:
         running.stop()
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s. Paused ads are never returned.")
+
+
+def _demo_flags(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    d = DemoConfig
+    add = p.add_argument
+    add(
+        "--workdir",
+        type=Path,
+        default=d.workdir,
+        help="where the sample and index go (default: %(default)s)",
+    )
+    add("--ads", type=int, default=d.n_ads, help="sample catalog size (default: %(default)s)")
+    add("--users", type=int, default=d.n_users, help="sample users (default: %(default)s)")
+    add("--k", type=int, default=d.k, help="candidates per user (default: %(default)s)")
+    return cmd_demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(DemoConfig(workdir=args.workdir, n_ads=args.ads, n_users=args.users, k=args.k))
+    return 0
+
+
+# command -> adds its flags to the parser and returns its handler (help: retrieval.cli.HELP)
+COMMANDS = {
+    "demo": _demo_flags,
+}

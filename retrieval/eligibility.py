@@ -18,19 +18,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
+from indexer.ann import BitmapSelector
 from indexer.artifact import AdMeta, Artifact
-from indexer.catalog import Targeting
+from indexer.records import parse_targeting
 from retrieval.errors import InvalidArgument
 
 logger = logging.getLogger(__name__)
-
-
-def bitmap(mask: np.ndarray) -> np.ndarray:
-    """Pack a bool mask the way ``IDSelectorBitmap`` reads it (bit i & 7 of byte i >> 3)."""
-    return np.packbits(mask, bitorder="little")
 
 
 @dataclass(frozen=True)
@@ -52,10 +47,9 @@ class RequestFilter:
         for name, key in (("country", "countries"), ("locale", "locales"), ("device", "devices")):
             value = getattr(self, name)
             if value:
-                try:
-                    Targeting.from_json({key: [value]})
-                except ValueError as exc:
-                    raise InvalidArgument(f"context.{name}", str(exc).split(": ", 1)[-1]) from exc
+                _, problems = parse_targeting({key: [value]})  # the catalog's own rules
+                if problems:
+                    raise InvalidArgument(f"context.{name}", problems[0][1])
 
     @property
     def context(self) -> tuple[str, str, str]:
@@ -82,8 +76,7 @@ class View:
 
     generation: int
     eligible: np.ndarray  # (n,) bool over artifact rows
-    bits: np.ndarray  # packed ``eligible``; ``selector`` points into it
-    selector: faiss.IDSelectorBitmap
+    selector: BitmapSelector  # FAISS's view of ``eligible``
     main_count: int  # eligible artifact rows
     delta: Delta
     ad_count: int  # ads that exist: artifact rows not deleted or superseded, plus the delta
@@ -91,9 +84,8 @@ class View:
     @classmethod
     def make(cls, generation: int, eligible: np.ndarray, delta: Delta, ad_count: int) -> View:
         eligible.setflags(write=False)
-        bits = bitmap(eligible)
-        selector = faiss.IDSelectorBitmap(len(eligible), faiss.swig_ptr(bits))
-        return cls(generation, eligible, bits, selector, int(eligible.sum()), delta, ad_count)
+        selector = BitmapSelector(eligible)
+        return cls(generation, eligible, selector, int(eligible.sum()), delta, ad_count)
 
     @property
     def active_count(self) -> int:

@@ -20,41 +20,24 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
+from indexer import ann
 from indexer.artifact import AdMeta, Artifact
-from retrieval.eligibility import Overlay, RequestFilter, View, bitmap
+from retrieval.eligibility import Overlay, RequestFilter, View
 from retrieval.errors import DimensionMismatch, InvalidArgument
 from retrieval.targeting import TargetingIndex
 
 logger = logging.getLogger(__name__)
 
-# Measured crossover (python -m benchmarks.filtered --nb 200000, IVF1024,PQ96x4fs,RFlat, k=100,
-# nprobe 256): idle, the exact scan of the eligible rows matches widened IVF probing near 6k rows
-# (3%), is 1.9x slower at 10k and 1.6-2.3x faster at 1-4k; on a loaded machine the two met at
-# 10k. Up to this threshold the exact plan trades some latency for recall 1. docs/filtering.md.
+# Measured crossover between the exact scan of the eligible rows and widened IVF probing:
+# docs/filtering.md. Up to this threshold the exact plan may trade some latency for recall 1.
 DEFAULT_EXACT_MAX_ROWS = 10_000
 _NO_FILTER = RequestFilter()
-
-
-def use_serving_implementation(index: faiss.Index) -> None:
-    """Let a lone query use several OpenMP threads (fast-scan IVF indexes; others unchanged).
-
-    FAISS's fast-scan implementation 15 splits one query's probed lists over the calling
-    thread's OpenMP threads, where the default splits only a batch's queries. On one thread it
-    costs the same as the default and finds the same neighbours up to ties (measured at 1M,
-    docs/serving.md); the server gives a search more threads only while it is alone. It needs
-    the default code block size (32).
-    """
-    index = faiss.downcast_index(index)
-    base = faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
-    if isinstance(base, faiss.IndexIVFFastScan) and base.bbs == 32:
-        base.implem = 15
 
 
 @dataclass(frozen=True)
@@ -93,23 +76,23 @@ class Searcher:
         self.artifact = art
         self.max_k = max_k
         self.exact_max_rows = exact_max_rows
-        search = art.manifest["search"]
-        self.default_nprobe = int(search["nprobe"])
-        self.k_factor = int(search["k_factor"])
-        self.min_rerank = int(search.get("min_rerank", 0))
-        self.nlist = int(art.manifest["index"]["nlist"])
+        search = art.manifest.search
+        self.default_nprobe = search.nprobe
+        self.k_factor = search.k_factor
+        self.min_rerank = search.min_rerank
+        self.nlist = art.manifest.index.nlist
         self.ntotal = int(art.index.ntotal)
         index = faiss.downcast_index(art.index)
-        self._has_refine = isinstance(index, faiss.IndexRefine)
         # The exact plan scores eligible rows where the full vectors already are: an RFlat
-        # stage's IndexFlat, scanned with the selector (no gather copy, 1-3.5x faster than
-        # numpy on 2.5k-25k rows, measured), else embeddings.npy rows through numpy.
-        refine = faiss.downcast_index(index.refine_index) if self._has_refine else None  # type: ignore[attr-defined]
-        self._flat = refine if isinstance(refine, faiss.IndexFlat) else None
-        use_serving_implementation(art.index)
+        # stage's IndexFlat, scanned with the selector (no gather copy, faster than numpy on
+        # 2.5k-25k rows: docs/filtering.md), else embeddings.npy rows.
+        refine = faiss.downcast_index(index.refine_index) if ann.has_refine(index) else None  # type: ignore[attr-defined]
+        self._exact_xb: np.ndarray | faiss.IndexFlat = (
+            refine if isinstance(refine, faiss.IndexFlat) else art.embeddings
+        )
+        ann.use_serving_implementation(art.index)
         self.targeting = TargetingIndex(art.ads)
         self.overlay = Overlay(art)
-        self.admin_lock = threading.Lock()  # serialises admin changes, never taken by searches
         self._view = self.overlay.view()
 
     @property
@@ -129,7 +112,7 @@ class Searcher:
         return self._view.active_count
 
     def apply(self, change: Callable[[Overlay], None]) -> View:
-        """Run ``change`` on the overlay and publish the resulting view (caller holds admin_lock)."""
+        """Run ``change`` on the overlay and publish the resulting view (callers serialise changes)."""
         change(self.overlay)
         self._view = self.overlay.view()  # one reference assignment: searches see all or nothing
         return self._view
@@ -249,7 +232,7 @@ class Searcher:
         nprobe = nprobe or self.default_nprobe
         k_main = min(fetch, view.main_count)
         if k_main > 0:
-            params = self._params(nprobe, k_main, view.selector)
+            params = self._params(nprobe, k_main, view.selector.sel)
             D, I = self.artifact.index.search(np.ascontiguousarray(xq), k_main, params=params)
         out = []
         for i in range(len(xq)):
@@ -275,33 +258,20 @@ class Searcher:
         if k == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), "exact", 0
         if mask is view.eligible:
-            selector, bits = view.selector, None
+            selector = view.selector
         else:
-            bits = bitmap(mask)  # the selector points into bits: keep it referenced until done
-            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
             if m <= self.exact_max_rows:
-                return *self._exact(xq, k, mask, selector), "exact", 0
+                D, I = ann.exact_search(self._exact_xb, xq, k, eligible=mask)
+                keep = I[0] >= 0
+                return I[0][keep], D[0][keep], "exact", 0
+            selector = ann.BitmapSelector(mask)
             nprobe = min(self.nlist, math.ceil(nprobe * view.main_count / max(m, 1)))
         while True:
-            D, I = self.artifact.index.search(xq, k, params=self._params(nprobe, k, selector))
+            D, I = self.artifact.index.search(xq, k, params=self._params(nprobe, k, selector.sel))
             keep = I[0] >= 0  # FAISS pads with -1 when fewer than k eligible ads were reached
             if keep.sum() >= k or nprobe >= self.nlist:
-                del bits
                 return I[0][keep], D[0][keep], "ivf", nprobe
             nprobe = min(self.nlist, nprobe * 4)
-
-    def _exact(
-        self, xq: np.ndarray, k: int, mask: np.ndarray, selector: faiss.IDSelector
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if self._flat is not None:
-            D, I = self._flat.search(xq, k, params=faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
-            keep = I[0] >= 0
-            return I[0][keep], D[0][keep]
-        rows = np.flatnonzero(mask)
-        scores = np.asarray(self.artifact.embeddings[rows] @ xq[0], dtype=np.float32)
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return rows[top].astype(np.int64), scores[top]
 
     def _merge_delta(
         self,
@@ -315,11 +285,9 @@ class Searcher:
         if not delta_mask.any():
             return ids, scores
         rows = np.flatnonzero(delta_mask)
-        delta_scores = view.delta.xb[rows] @ xq[0]
-        all_ids = np.concatenate([ids, rows.astype(np.int64) + self.ntotal])
-        all_scores = np.concatenate([scores, delta_scores.astype(np.float32)])
-        order = np.argsort(-all_scores, kind="stable")[:k]
-        return all_ids[order], all_scores[order]
+        delta_scores = np.asarray(view.delta.xb[rows] @ xq[0], dtype=np.float32)
+        D, I = ann.merge_topk([scores, delta_scores], [ids, rows + self.ntotal], k)
+        return I, D
 
     def _cap(
         self, ids: np.ndarray, scores: np.ndarray, k: int, cap: int, view: View
@@ -336,11 +304,6 @@ class Searcher:
         return ids[keep], scores[keep]
 
     def _params(self, nprobe: int, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
-        # Keyword arguments, not attribute assignment: FAISS's Python wrapper then keeps the
-        # nested objects alive (the C++ structs hold raw pointers). Its type stubs lack them.
-        ivf = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)  # type: ignore[call-arg]
-        if not self._has_refine:
-            return ivf
-        return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
-            k_factor=max(float(self.k_factor), self.min_rerank / k), base_index_params=ivf, sel=sel
+        return ann.search_params(
+            self.artifact.index, nprobe, self.k_factor, k, min_rerank=self.min_rerank, sel=sel
         )

@@ -1,8 +1,7 @@
-"""``adindex serve`` flags for production serving: batching, limits, metrics, TLS, logs.
+"""``adindex serve``: its flags (limits, batching, metrics, TLS, logs) and its handler.
 
-Kept apart from ``retrieval.cli`` so that module stays a list of commands; ``cli._add_serve``
-calls :func:`add_serving_flags` and ``cli.cmd_serve`` passes :func:`serving_options` on to
-``ServerConfig``.
+Every default shown by ``--help`` is read from the config dataclasses (``ServerConfig``,
+``BatchConfig``, ``ShadowConfig``), the one place each is stated.
 """
 
 from __future__ import annotations
@@ -11,12 +10,17 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from retrieval.admin_cli import TOKEN_ENV, admin_token
 from retrieval.batching import BatchConfig
+from retrieval.server import ServerConfig, serve
 from retrieval.shadow import ShadowConfig
-from retrieval.threads import available_cores
+from retrieval.threads import default_alone_threads
+
+Handler = Callable[[argparse.Namespace], int]
 
 _STANDARD_RECORD_FIELDS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -93,33 +97,62 @@ def _batching_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_serving_flags(p: argparse.ArgumentParser) -> None:
-    _batching_flags(p)
+def _serve_flags(p: argparse.ArgumentParser) -> Handler:
+    d = ServerConfig  # dataclass defaults live on the class
     add = p.add_argument
+    add(
+        "--index",
+        type=Path,
+        required=True,
+        help="artifact root (serves LATEST, and each version published later) or one version directory",
+    )
+    add("--host", default=d.host, help="address to bind (default: %(default)s, loopback only)")
+    add("--port", type=int, default=d.port, help="port (default: %(default)s; 0 picks a free one)")
+    add(
+        "--max-k",
+        type=int,
+        default=d.max_k,
+        help="largest k a request may ask for (default: %(default)s)",
+    )
+    add(
+        "--admin-token-file",
+        type=Path,
+        help=f"require this bearer token on admin calls (default: ${TOKEN_ENV}; unset = no token)",
+    )
+    add(
+        "--exact-max-rows",
+        type=int,
+        default=d.exact_max_rows,
+        help="filters leaving at most this many eligible ads are scanned exactly (default: %(default)s)",
+    )
+    add(
+        "--model", type=Path, help="model for embedding upserted ad text (default: the index's own)"
+    )
+    add("--workers", type=int, default=d.workers, help="gRPC worker threads (default: %(default)s)")
     add(
         "--alone-threads",
         type=int,
-        default=min(2, available_cores()),
+        default=default_alone_threads(),
         help="OpenMP threads for a search that runs alone while searches have rarely overlapped "
-        "lately; other searches get one each (default: %(default)s, at most 2 and the cores available; 1 = off). "
-        "Batched searches use --batch-threads",
+        "lately; other searches get one each (default: %(default)s, at most 2 and the cores "
+        "available; 1 = off). Batched searches use --batch-threads",
     )
     add(
         "--max-active-calls",
         type=int,
-        default=256,
+        default=d.max_active_calls,
         help="calls queued + running; more get RESOURCE_EXHAUSTED (default: %(default)s)",
     )
     add(
         "--watch-interval-s",
         type=float,
-        default=1.0,
+        default=d.index_poll_s,
         help="how often LATEST is checked for a new version; 0 = only on Reload (default: %(default)s)",
     )
     add(
         "--grace-s",
         type=float,
-        default=5.0,
+        default=d.grace_s,
         help="on SIGTERM, how long in-flight calls may finish (default: %(default)s)",
     )
     add(
@@ -141,10 +174,11 @@ def add_serving_flags(p: argparse.ArgumentParser) -> None:
         default="text",
         help="log lines as text or JSON objects (default: %(default)s)",
     )
+    _batching_flags(p)
+    return cmd_serve
 
 
-def serving_options(args: argparse.Namespace) -> dict[str, Any]:
-    """ServerConfig fields from the flags added by :func:`add_serving_flags`."""
+def cmd_serve(args: argparse.Namespace) -> int:
     if args.log_format == "json":
         use_json_logs()
     batching = (
@@ -157,14 +191,31 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.batching
         else None
     )
-    return {
-        "alone_omp_threads": args.alone_threads,
-        "batching": batching,
-        "max_active_calls": args.max_active_calls,
-        "index_poll_s": args.watch_interval_s,
-        "grace_s": args.grace_s,
-        "metrics_port": args.metrics_port,
-        "shadow": ShadowConfig(sample_rate=args.shadow_rate),
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-    }
+    serve(
+        ServerConfig(
+            host=args.host,
+            port=args.port,
+            index=args.index,
+            max_k=args.max_k,
+            workers=args.workers,
+            admin_token=admin_token(args.admin_token_file),
+            exact_max_rows=args.exact_max_rows,
+            model=args.model,
+            alone_omp_threads=args.alone_threads,
+            batching=batching,
+            max_active_calls=args.max_active_calls,
+            index_poll_s=args.watch_interval_s,
+            grace_s=args.grace_s,
+            metrics_port=args.metrics_port,
+            shadow=ShadowConfig(sample_rate=args.shadow_rate),
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    )
+    return 0
+
+
+# command -> adds its flags to the parser and returns its handler (help: retrieval.cli.HELP)
+COMMANDS: dict[str, Callable[[argparse.ArgumentParser], Handler]] = {
+    "serve": _serve_flags,
+}

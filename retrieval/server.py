@@ -35,6 +35,7 @@ from indexer.artifact import MANIFEST, ArtifactError
 from indexer.embedding import Embedder
 from retrieval.admin import AdminService
 from retrieval.batching import BatchConfig, MicroBatcher
+from retrieval.client import DEFAULT_PORT
 from retrieval.interceptors import (
     AdminAuthInterceptor,
     CountingExecutor,
@@ -46,15 +47,15 @@ from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.service import RetrievalService
 from retrieval.shadow import ShadowConfig, ShadowRecall
-from retrieval.state import SERVICE_NAME, IndexState
-from retrieval.threads import SearchThreads, available_cores
+from retrieval.state import IndexState
+from retrieval.threads import SearchThreads, default_alone_threads
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.validation import ValidationConfig
 from retrieval.watcher import IndexWatcher
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 50051
+SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ServerConfig:
     workers: int = 16  # room for 16 concurrent callers (and for blocked followers with batching)
     omp_threads: int = 1  # OpenMP threads per search while searches overlap
     # ... and for a search running alone while searches have been quiet (1 = off)
-    alone_omp_threads: int = field(default_factory=lambda: min(2, available_cores()))
+    alone_omp_threads: int = field(default_factory=default_alone_threads)
     max_message_bytes: int = 1 << 20  # a 384-d request is ~1.6 KB; 1 MiB leaves room for batches
     max_active_calls: int = 256  # queued + running; more are refused with RESOURCE_EXHAUSTED
     index_poll_s: float = 1.0  # how often the watcher reads LATEST (0: never, Reload only)
@@ -172,7 +173,7 @@ def _register(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
-            retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name,
+            SERVICE_NAME,
             retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
@@ -241,8 +242,18 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     metrics = Metrics()
     server, serving, executor = _grpc_server(config, metrics)
     health_servicer = health.HealthServicer()
+
+    def on_serving(serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, status)
+
     state = IndexState(
-        health_servicer,
+        on_serving,
         max_k=config.max_k,
         exact_max_rows=config.exact_max_rows,
         metrics=metrics,

@@ -108,15 +108,15 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         view = searcher.view
         return retrieval_pb2.IndexInfo(
             index_version=searcher.version,
-            created_at=m["created_at"],
+            created_at=m.created_at,
             dimension=searcher.dimension,
-            metric=m["metric"],
-            index_factory=m["index"]["factory"],
-            model=m["model"]["name"],
+            metric=m.metric,
+            index_factory=m.index.factory,
+            model=m.model.name,
             ad_count=view.ad_count,
             active_count=view.active_count,
             paused_count=view.ad_count - view.active_count,
             default_nprobe=searcher.default_nprobe,
             max_k=searcher.max_k,
-            manifest_json=json.dumps(m, sort_keys=True),
+            manifest_json=json.dumps(m.to_json(), sort_keys=True),
         )

@@ -1,4 +1,4 @@
-"""The index the server answers from: loaded, swapped atomically, with health kept in step.
+"""The index the server answers from: loaded, swapped atomically, readiness reported on change.
 
 Admin changes and swaps are serialised by one lock (``admin_lock``); searches never take it.
 Loading a version replays the change log entries made after its catalog snapshot, so pauses,
@@ -17,37 +17,37 @@ import logging
 import threading
 import time
 import weakref
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 
-from grpc_health.v1 import health, health_pb2
-
 from indexer import artifact
-from indexer.tuning import omp_threads
-from retrieval.changelog import CHANGELOG_FILE, ChangeLog
+from indexer.ann import omp_threads, use_serving_implementation
+from retrieval.changelog import CHANGELOG_FILE, ChangeLog, replay
 from retrieval.errors import IndexNotReady
 from retrieval.metrics import Metrics
-from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS, Searcher, use_serving_implementation
+from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS, Searcher
 from retrieval.validation import ValidationConfig, validate
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "retrieval.v1.RetrievalService"
-
 
 class IndexState:
-    """Holds the current :class:`Searcher`; readers never lock (a reference read is atomic)."""
+    """Holds the current :class:`Searcher`; readers never lock (a reference read is atomic).
+
+    ``on_serving(True)`` is called whenever a version starts serving, ``on_serving(False)`` at
+    creation and on :meth:`shutdown` (the server maps it to gRPC health).
+    """
 
     def __init__(
         self,
-        health_servicer: health.HealthServicer,
+        on_serving: Callable[[bool], None] = lambda serving: None,
         *,
         max_k: int,
         exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
         metrics: Metrics | None = None,
         validation: ValidationConfig | None = None,
     ):
-        self._health = health_servicer
+        self._on_serving = on_serving
         self._max_k = max_k
         self._exact_max_rows = exact_max_rows
         self._metrics = metrics or Metrics()
@@ -64,13 +64,7 @@ class IndexState:
     def _set_health(self, *, serving: bool) -> None:
         if serving and self._closed:
             return  # draining: a late load must not advertise the server again
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", SERVICE_NAME):
-            self._health.set(name, status)
+        self._on_serving(serving)
 
     def current(self) -> Searcher:
         searcher = self._searcher
@@ -120,7 +114,7 @@ class IndexState:
             self._metrics.index_load.observe(time.perf_counter() - started)
         self.refused.pop(name, None)
         m = art.manifest
-        self._metrics.set_index(searcher.version, m["model"]["name"], m["index"]["factory"])
+        self._metrics.set_index(searcher.version, m.model.name, m.index.factory)
         if previous is not None:
             self._metrics.index_events.labels("swapped").inc()
             weakref.finalize(previous, self._freed, previous.version)
@@ -141,12 +135,8 @@ class IndexState:
             log_path = searcher.artifact.path.parent / CHANGELOG_FILE
             if self.changelog is None or self.changelog.path != log_path:
                 self.changelog = ChangeLog(log_path)
-            snapshot = datetime.fromisoformat(searcher.artifact.manifest["catalog"]["snapshot_at"])
-            replayed = self.changelog.since(snapshot)
-            if replayed:
-                from retrieval.admin import replay  # admin builds on state; import late
-
-                replay(searcher, replayed)
+            replayed = self.changelog.since(searcher.artifact.manifest.catalog.snapshot_at)
+            replay(searcher, replayed)
             previous, self._searcher = self._searcher, searcher
             self._set_health(serving=True)
         return len(replayed), previous
@@ -158,5 +148,4 @@ class IndexState:
     def shutdown(self) -> None:
         """Stop advertising the server (health NOT_SERVING) for good; searches still work."""
         self._closed = True
-        self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._on_serving(False)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from indexer.artifact import AdMeta
-from indexer.catalog import Targeting
+from indexer.records import Targeting
 
 Context = tuple[str, str, str]  # (country, locale, device); "" does not filter
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from indexer.tuning import omp_threads
+from indexer.ann import omp_threads
 
 
 def available_cores() -> int:
@@ -26,6 +26,11 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def default_alone_threads() -> int:
+    """OpenMP threads for a lone search: both cores of a 2-core machine (docs/serving.md)."""
+    return min(2, available_cores())
 
 
 class SearchThreads:

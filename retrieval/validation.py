@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
+from indexer import ann
 from indexer.artifact import Artifact, ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ def check_compatible(new: Artifact, served: Artifact | None) -> None:
         return
     pairs = (
         ("dimension", new.dimension, served.dimension),
-        ("metric", new.manifest["metric"], served.manifest["metric"]),
-        ("model", new.manifest["model"]["name"], served.manifest["model"]["name"]),
+        ("metric", new.manifest.metric, served.manifest.metric),
+        ("model", new.manifest.model.name, served.manifest.model.name),
     )
     for what, got, want in pairs:
         if got != want:
@@ -60,15 +60,6 @@ def check_compatible(new: Artifact, served: Artifact | None) -> None:
                 f"{new.path}: {what} {got!r} differs from the served version {served.version} "
                 f"({want!r}); its clients would send the wrong embeddings"
             )
-
-
-def _params(art: Artifact, k: int) -> faiss.SearchParameters:
-    search = art.manifest["search"]
-    ivf = faiss.SearchParametersIVF(nprobe=int(search["nprobe"]))  # type: ignore[call-arg]
-    if not isinstance(faiss.downcast_index(art.index), faiss.IndexRefine):
-        return ivf
-    k_factor = max(float(search["k_factor"]), float(search.get("min_rerank", 0)) / k)
-    return faiss.IndexRefineSearchParameters(k_factor=k_factor, base_index_params=ivf)  # type: ignore[call-arg]
 
 
 def self_recall(art: Artifact, config: ValidationConfig) -> float:
@@ -80,7 +71,11 @@ def self_recall(art: Artifact, config: ValidationConfig) -> float:
     xq = np.ascontiguousarray(art.embeddings[rows], dtype=np.float32)
     k = min(config.smoke_k, n)
     try:
-        _, I = art.index.search(xq, k, params=_params(art, k))
+        search = art.manifest.search
+        params = ann.search_params(
+            art.index, search.nprobe, search.k_factor, k, min_rerank=search.min_rerank
+        )
+        _, I = art.index.search(xq, k, params=params)
     except RuntimeError as exc:  # FAISS C++ errors arrive as RuntimeError
         raise VersionRefused(f"{art.path}: FAISS cannot search it: {exc}") from exc
     # An exact duplicate ranked first counts too, but only if its stored embedding is the

@@ -10,8 +10,9 @@ import pytest
 
 import indexer  # noqa: F401  (first: sets the OpenMP environment before FAISS loads)
 from indexer.build import BuildConfig, BuildResult, build
-from indexer.catalog import AdRecord, write_catalog_jsonl
+from indexer.catalog import write_catalog_jsonl
 from indexer.embedding import SentenceTransformerEmbedder
+from indexer.records import AdRecord
 from support import HashEmbedder, clustered_vectors, make_records
 
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexer.catalog import AdRecord, Targeting
-from indexer.embedding import normalize
+from indexer.ann import exact_search, normalize
+from indexer.ann import recall_at_k as recall_at_k
+from indexer.records import AdRecord, Targeting
 
 D = 32
 
@@ -76,14 +77,5 @@ def make_records(n: int, *, paused_every: int = 10, seed: int = 5) -> list[AdRec
 def exact_topk(
     xb: np.ndarray, xq: np.ndarray, k: int, eligible: np.ndarray | None = None
 ) -> np.ndarray:
-    """Brute-force top-k ids by inner product, restricted to eligible rows; shape (nq, k)."""
-    scores = xq @ xb.T
-    if eligible is not None:
-        scores[:, ~eligible] = -np.inf
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-
-
-def recall_at_k(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
-    return hits / (k * len(truth))
+    """Exact top-k ids by inner product among eligible rows (indexer.ann); shape (nq, k)."""
+    return exact_search(xb, xq, k, eligible=eligible)[1]

@@ -55,8 +55,9 @@ def load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def embed_sample(args: argparse.Namespace) -> None:
-    from indexer.catalog import DEFAULT_TEXT_FIELDS
-    from indexer.embedding import SentenceTransformerEmbedder, normalize
+    from indexer.ann import normalize
+    from indexer.embedding import SentenceTransformerEmbedder
+    from indexer.records import DEFAULT_TEXT_FIELDS
     from indexer.sample import generate_catalog, generate_users
 
     args.out.mkdir(parents=True, exist_ok=True)

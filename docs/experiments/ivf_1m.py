@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.datasets
 
 from benchmarks import datasets
+from indexer.ann import exact_search, recall_at_k, search_params
 
 NQ, K, TIMED, WARMUP = 1_000, 100, 300, 20
 
@@ -36,10 +37,7 @@ def main() -> None:
     ds = datasets.calibrated(1_000_000, 10_000)
     xb, xq = ds.xb, ds.xq[:NQ]
     faiss.omp_set_num_threads(2)
-    flat = faiss.IndexFlatIP(xb.shape[1])
-    flat.add(xb)
-    _, truth = flat.search(xq, K)
-    del flat
+    _, truth = exact_search(xb, xq, K)
     nlist = int(args.factory.split(",")[0][3:].split("_")[0])
     index = faiss.index_factory(xb.shape[1], args.factory, faiss.METRIC_INNER_PRODUCT)
     n_train = min(len(xb), max(nlist * args.per_list, 65_536))
@@ -51,18 +49,13 @@ def main() -> None:
     t2 = time.perf_counter()
     build = {"train_points": n_train, "train_s": round(t1 - t0, 1), "add_s": round(t2 - t1, 1)}
     print(json.dumps({"factory": args.factory, **build}), flush=True)
-    refine = "RFlat" in args.factory or "Refine" in args.factory
+
     for kf in (int(x) for x in args.k_factors.split(",")):
         for nprobe in (int(x) for x in args.nprobes.split(",")):
-            ivf = faiss.SearchParametersIVF(nprobe=nprobe)
-            params = (
-                faiss.IndexRefineSearchParameters(k_factor=kf, base_index_params=ivf)
-                if refine
-                else ivf
-            )
+            params = search_params(index, nprobe, kf, K)
             faiss.omp_set_num_threads(2)
             _, found = index.search(xq, K, params=params)
-            recall = np.mean([len(set(found[i]) & set(truth[i])) for i in range(NQ)]) / K
+            recall = recall_at_k(found, truth)
             faiss.omp_set_num_threads(1)
             for i in range(WARMUP):
                 index.search(xq[i : i + 1], K, params=params)

@@ -44,6 +44,7 @@ TIMED, BATCH = 400, 16
 def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
     import faiss
 
+    from indexer.ann import recall_at_k
     from indexer.artifact import load
     from retrieval.searcher import Searcher
 
@@ -53,10 +54,10 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
     truth = np.load(index_root.parent / "truth.npy")[: 2 * TIMED, :k]
     # The server's own parameters (its k_factor and eligibility selector), from the searcher.
-    params = searcher._params(nprobe, k, searcher.view.selector)
+    params = searcher._params(nprobe, k, searcher.view.selector.sel)
     faiss.omp_set_num_threads(1)
     _, found = art.index.search(xq, k, params=params)
-    recall = np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)])
+    recall = recall_at_k(found, truth)
 
     def cpu_per_query(batch: int) -> float:
         t0 = time.process_time()
@@ -96,7 +97,7 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
     qps = (TIMED // cores) * cores / (time.perf_counter() - t0)
     return {
         "what": "faiss-alone",
-        "factory": art.manifest["index"]["factory"],
+        "factory": art.manifest.index.factory,
         "nb": art.index.ntotal,
         "nprobe": nprobe,
         "k": k,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig(
         dataset="calibrated", nb=3000, nq=40, d=32, nq_eval=40, warmup=5, repeats=1,
@@ -31,7 +32,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path
     return rows, out / cfg.name
 
 
-def test_every_system_writes_complete_json_lines(tiny_run: tuple[list[dict], Path]) -> None:
+def test_every_system_writes_complete_json_lines(
+    tiny_run: tuple[list[dict[str, Any]], Path],
+) -> None:
     rows, out_dir = tiny_run
     lines = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
     assert len(lines) == len(rows) > 0
@@ -47,7 +50,7 @@ def test_every_system_writes_complete_json_lines(tiny_run: tuple[list[dict], Pat
 
 
 def test_exact_search_is_exact_and_adindex_finds_most_neighbours(
-    tiny_run: tuple[list[dict], Path],
+    tiny_run: tuple[list[dict[str, Any]], Path],
 ) -> None:
     rows, _ = tiny_run
     (flat,) = [r for r in rows if r["name"] == "faiss-flat"]

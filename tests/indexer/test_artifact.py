@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,21 +12,24 @@ import pytest
 from indexer import artifact
 from indexer.artifact import ArtifactError
 from indexer.build import BuildConfig, BuildResult, build
+from indexer.manifest import SCHEMA, Manifest
+from indexer.records import AdRecord
 
 
 def test_round_trip(
-    built_index: BuildResult, vector_catalog: tuple[Path, list, np.ndarray]
+    built_index: BuildResult, vector_catalog: tuple[Path, list[AdRecord], np.ndarray]
 ) -> None:
     _, records, xb = vector_catalog
     art = artifact.load(built_index.version_dir.parent)  # through LATEST
     assert art.path == built_index.version_dir
     m = art.manifest
-    assert m["format_version"] == artifact.FORMAT_VERSION
-    assert m["dimension"] == xb.shape[1] and m["metric"] == "inner_product"
-    assert m["index"]["factory"] == "IVF32,PQ16x4fs,RFlat"
-    assert m["counts"]["ads"] == len(records)
-    assert m["counts"]["paused"] == sum(r.status == "paused" for r in records)
-    assert set(m["files"]) == {artifact.INDEX_FILE, artifact.ADS_FILE, artifact.EMBEDDINGS_FILE}
+    assert m == built_index.manifest == Manifest.from_json(m.to_json())  # lossless, typed
+    assert m.schema == SCHEMA
+    assert m.dimension == xb.shape[1] and m.metric == "inner_product"
+    assert m.index.factory == "IVF32,PQ16x4fs,RFlat"
+    assert m.counts.ads == len(records)
+    assert m.counts.paused == sum(r.status == "paused" for r in records)
+    assert set(m.files) == {artifact.INDEX_FILE, artifact.ADS_FILE, artifact.EMBEDDINGS_FILE}
     assert [a.ad_id for a in art.ads] == [r.ad_id for r in records]
     assert art.ads[0].targeting == records[0].targeting
     assert art.index.ntotal == len(records)
@@ -61,11 +66,23 @@ def test_wrong_dimension_and_format_are_refused(built_index: BuildResult, tmp_pa
     with pytest.raises(ArtifactError, match="expected 384"):
         artifact.load(built_index.version_dir, expected_dimension=384)
     version = _copy_version(built_index, tmp_path)
-    manifest = json.loads((version / artifact.MANIFEST).read_text())
-    manifest["format_version"] = 99
-    (version / artifact.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="format_version 99"):
-        artifact.load(version)
+    original = json.loads((version / artifact.MANIFEST).read_text())
+
+    def refused(change: Callable[[dict[str, Any]], object], message: str) -> None:
+        manifest = json.loads(json.dumps(original))
+        change(manifest)
+        (version / artifact.MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=message):
+            artifact.load(version)
+
+    refused(lambda m: m.update(schema=SCHEMA + 1), f"schema {SCHEMA + 1}.*upgrade adindex")
+    refused(lambda m: m.update(schema=None, format_version=1), "older adindex.*rebuild")
+    refused(lambda m: m["search"].pop("nprobe"), "search.nprobe: missing")
+    refused(
+        lambda m: m["quality"]["chosen"].update(recall="high"),
+        "quality.chosen.recall: expected float",
+    )
+    refused(lambda m: m["model"].update(colour="red"), "model: unknown field.*colour")
 
 
 def test_root_without_latest_is_refused(tmp_path: Path) -> None:
@@ -74,7 +91,7 @@ def test_root_without_latest_is_refused(tmp_path: Path) -> None:
 
 
 def test_failed_build_leaves_previous_version_and_no_debris(
-    vector_catalog: tuple[Path, list, np.ndarray], tmp_path: Path
+    vector_catalog: tuple[Path, list[AdRecord], np.ndarray], tmp_path: Path
 ) -> None:
     path, _, _ = vector_catalog
     first = build(BuildConfig(catalog=path, out=tmp_path, index_factory="IVF16,Flat", threads=1))

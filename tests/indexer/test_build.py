@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from indexer import artifact
+from indexer.ann import normalize
 from indexer.build import BuildConfig, BuildError, RecallBelowTarget, build
-from indexer.catalog import CatalogError, write_catalog_jsonl
-from indexer.embedding import normalize
+from indexer.catalog import write_catalog_jsonl
+from indexer.manifest import ModelInfo
+from indexer.records import CatalogError
 from retrieval import cli
 from retrieval.searcher import Searcher
 from support import HashEmbedder, clustered_vectors, exact_topk, make_records, recall_at_k
@@ -49,14 +51,10 @@ def test_text_catalog_is_embedded_and_recorded(tmp_path: Path) -> None:
     )
     result = build(config, embedder=embedder)
     m = result.manifest
-    assert m["model"] == {
-        "name": "hash-bow",
-        "source": "text",
-        "dimension": embedder.dimension,
-        "text_fields": ["title", "creative_text"],
-        "text_separator": ". ",
-    }
-    assert m["index"]["factory"] == "IVF8,Flat"  # small corpus rule
+    assert m.model == ModelInfo(
+        "hash-bow", embedder.dimension, "text", ("title", "creative_text"), ". "
+    )
+    assert m.index.factory == "IVF8,Flat"  # small corpus rule
     art = artifact.load(result.version_dir)
     expected = embedder.encode([f"{records[5].title}. {records[5].creative_text}"])[0]
     np.testing.assert_allclose(art.embeddings[5], expected, atol=1e-6)
@@ -93,17 +91,16 @@ def _vector_catalog(tmp_path: Path, n: int = 3000) -> Path:
 def test_build_publishes_its_measured_curve_and_tuned_defaults(tmp_path: Path) -> None:
     path = _vector_catalog(tmp_path)
     m = build(BuildConfig(catalog=path, out=tmp_path / "idx", threads=1)).manifest
-    assert m["index"]["factory"] == "IVF64,PQ16x4fs,RFlat"  # 3,000 x 32: the default rule
-    q = m["quality"]
-    assert q["target_recall"] == 0.95 and q["recall_k"] == 100 and not q["below_target"]
-    assert q["queries"]["source"] == "catalog-sample" and q["queries"]["nq"] == 500
-    assert q["chosen"]["recall"] >= 0.95 and q["chosen"]["frontier"]
-    assert (m["search"]["nprobe"], m["search"]["k_factor"]) == (
-        q["chosen"]["nprobe"],
-        q["chosen"]["k_factor"],
-    )
-    assert {"nprobe", "k_factor", "recall", "p50_ms", "p99_ms", "frontier"} <= set(q["curve"][0])
-    assert 0 < m["index"]["memory_bytes_estimate"] < 3000 * 32 * 4 + 3000 * 8 + 2**20
+    assert m.index.factory == "IVF64,PQ16x4fs,RFlat"  # 3,000 x 32: the default rule
+    q = m.quality
+    assert q is not None
+    assert q.target_recall == 0.95 and q.recall_k == 100 and not q.below_target
+    assert q.queries.source == "catalog-sample" and q.queries.nq == 500
+    assert q.chosen.recall >= 0.95 and q.chosen.frontier
+    assert (m.search.nprobe, m.search.k_factor) == (q.chosen.nprobe, q.chosen.k_factor)
+    assert q.chosen in q.curve
+    estimate = m.index.memory_bytes_estimate
+    assert estimate is not None and 0 < estimate < 3000 * 32 * 4 + 3000 * 8 + 2**20
 
 
 # 2 sub-quantizers of 16 dimensions with 16 centroids each and no re-ranking: far below 0.95.
@@ -133,9 +130,10 @@ def test_gate_override_publishes_and_marks_the_manifest(tmp_path: Path) -> None:
         catalog=path, out=out, index_factory=TINY_PQ, threads=1, allow_below_target=True
     )
     result = build(config)
-    q = result.manifest["quality"]
-    assert q["below_target"] and not q["reached"] and q["chosen"]["recall"] < 0.95
-    assert q["chosen"]["recall"] == max(p["recall"] for p in q["curve"])
+    q = result.manifest.quality
+    assert q is not None
+    assert q.below_target and not q.reached and q.chosen.recall < 0.95
+    assert q.chosen.recall == max(p.recall for p in q.curve)
     assert artifact.resolve(out) == result.version_dir
 
 
@@ -154,12 +152,10 @@ def test_explicit_search_parameters_win_over_tuning(tmp_path: Path) -> None:
             allow_below_target=True,
         )
         m = build(config).manifest
-        assert m["quality"]["below_target"] == (target > 0.99)  # both branches are exercised
-        assert (m["search"]["nprobe"], m["search"]["k_factor"]) == (nprobe, k_factor)
-        assert (m["quality"]["chosen"]["nprobe"], m["quality"]["chosen"]["k_factor"]) == (
-            nprobe,
-            k_factor,
-        )
+        assert m.quality is not None
+        assert m.quality.below_target == (target > 0.99)  # both branches are exercised
+        assert (m.search.nprobe, m.search.k_factor) == (nprobe, k_factor)
+        assert (m.quality.chosen.nprobe, m.quality.chosen.k_factor) == (nprobe, k_factor)
 
 
 def test_cli_exit_code_and_info_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

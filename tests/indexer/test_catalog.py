@@ -14,16 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from indexer.catalog import (
-    AdRecord,
-    Catalog,
-    CatalogError,
-    Problem,
-    Targeting,
-    read_catalog,
-    write_catalog_jsonl,
-    write_rejects,
-)
+from indexer.catalog import read_catalog, write_catalog_jsonl, write_rejects
+from indexer.records import AdRecord, Catalog, CatalogError, Problem, Targeting
 
 COLUMNS = [
     "ad_id",

@@ -3,7 +3,6 @@ from __future__ import annotations
 import logging
 
 import faiss
-import numpy as np
 import pytest
 
 from indexer.params import (
@@ -12,7 +11,6 @@ from indexer.params import (
     choose_nlist,
     choose_params,
     choose_pq_m,
-    effective_k_factor,
     estimate_memory_bytes,
     nlist_of,
 )
@@ -152,9 +150,3 @@ def test_memory_estimate_counts_the_opq_rotation() -> None:
 def test_memory_estimate_of_unknown_components_is_none() -> None:
     assert estimate_memory_bytes("IVF32,LSH", 1000, 64) is None
     assert estimate_memory_bytes("IVF32,PQ16x4fs,Refine(PQ8)", 1000, 64) is None
-
-
-def test_effective_k_factor_has_the_min_rerank_floor() -> None:
-    assert effective_k_factor(4, 64, 100) == 4.0
-    assert effective_k_factor(1, 64, 10) == 6.4
-    assert np.isclose(effective_k_factor(2, 0, 7), 2.0)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.catalog import DEVICES, AdRecord, Targeting, read_catalog
+from indexer.catalog import read_catalog
+from indexer.records import DEVICES, AdRecord, Targeting
 from indexer.sample import (
     CATEGORIES,
     Pin,

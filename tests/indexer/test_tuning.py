@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
@@ -7,12 +9,23 @@ import numpy as np
 import pytest
 
 from indexer import artifact
+from indexer.ann import recall_at_k
 from indexer.build import BuildConfig, build
 from indexer.catalog import write_catalog_jsonl
+from indexer.manifest import (
+    BuildInfo,
+    CatalogInfo,
+    Counts,
+    IndexSpec,
+    Manifest,
+    ModelInfo,
+    OperatingPoint,
+    SearchDefaults,
+)
 from indexer.queries import QuerySet, catalog_queries, file_queries
 from indexer.report import describe
 from indexer.tuning import (
-    OperatingPoint,
+    Tuning,
     TuningConfig,
     _row_done,
     allowed_best,
@@ -20,13 +33,11 @@ from indexer.tuning import (
     k_factor_grid,
     nprobe_grid,
     pareto_frontier,
-    recall_at_k,
     row_order,
     tune,
 )
 from retrieval.searcher import Searcher
 from support import clustered_vectors, exact_topk, make_records
-from support import recall_at_k as reference_recall
 
 
 def pt(nprobe: int, k_factor: int, recall: float, p50_ms: float) -> OperatingPoint:
@@ -117,7 +128,8 @@ def test_recall_matches_the_set_definition() -> None:
     found = np.array([rng.choice(60, 10, replace=False) for _ in range(40)])
     found[:, -3:] = -1  # FAISS pads with -1
     truth = np.array([rng.choice(60, 10, replace=False) for _ in range(40)])
-    assert recall_at_k(found, truth) == pytest.approx(reference_recall(found.tolist(), truth))
+    by_sets = sum(len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist(), strict=True))
+    assert recall_at_k(found, truth) == pytest.approx(by_sets / truth.size)
 
 
 def test_default_queries_are_held_out_and_deterministic() -> None:
@@ -181,43 +193,45 @@ def test_the_server_finds_what_the_tuning_measured(tmp_path: Path) -> None:
         queries=tmp_path / "q.npy",
     )
     m = build(config).manifest
-    quality = m["quality"]
-    assert quality["queries"]["source"] == "file" and quality["queries"]["nq"] == 120
-    assert (m["search"]["nprobe"], m["search"]["k_factor"]) == (
-        quality["chosen"]["nprobe"],
-        quality["chosen"]["k_factor"],
-    )
+    quality = m.quality
+    assert quality is not None
+    assert quality.queries.source == "file" and quality.queries.nq == 120
+    assert (m.search.nprobe, m.search.k_factor) == (quality.chosen.nprobe, quality.chosen.k_factor)
     searcher = Searcher(artifact.load(tmp_path / "idx"))
     xq = np.load(tmp_path / "q.npy")
-    found = [searcher.search(q, 10).ids.tolist() for q in xq]
-    served = reference_recall(found, exact_topk(xb, xq, 10))
-    assert served == pytest.approx(quality["chosen"]["recall"], abs=0.005)
+    found = [searcher.search(q, 10).ids for q in xq]
+    served = recall_at_k(found, exact_topk(xb, xq, 10))
+    assert served == pytest.approx(quality.chosen.recall, abs=0.005)
 
 
 def test_describe_shows_the_curve_and_the_default() -> None:
     points = pareto_frontier(CURVE)
     chosen = choose(points, 0.95)
     assert chosen is not None
-    manifest = {
-        "version": "v1",
-        "dimension": 32,
-        "model": {"name": "m"},
-        "counts": {"ads": 10, "paused": 1, "rejected": 0},
-        "index": {"factory": "IVF32,PQ8x4fs,RFlat", "nlist": 32, "memory_bytes_estimate": 2**20},
-        "search": {"nprobe": 16, "k_factor": 4, "min_rerank": 64},
-        "quality": {
-            "target_recall": 0.95,
-            "recall_k": 100,
-            "queries": QuerySet(np.zeros((3, 2)), "catalog-sample", "3 queries").to_json(),
-            "curve": [p.to_json() for p in points],
-            "chosen": chosen.to_json(),
-            "below_target": False,
-        },
-    }
+    tuning = Tuning(
+        target_recall=0.95,
+        recall_k=100,
+        queries=QuerySet(np.zeros((3, 2)), "catalog-sample", "3 queries"),
+        points=tuple(points),
+        chosen=chosen,
+        truncated=False,
+        seconds=1.0,
+    )
+    manifest = Manifest(
+        created_at="2026-12-01T00:00:00+00:00",
+        dimension=32,
+        model=ModelInfo("m", 32, "catalog embeddings"),
+        index=IndexSpec("IVF32,PQ8x4fs,RFlat", 32, 1000, 1, memory_bytes_estimate=2**20),
+        search=SearchDefaults(16, 4, 64),
+        counts=Counts(ads=10, active=9, paused=1, rejected=0),
+        catalog=CatalogInfo("ads.jsonl", "", datetime(2026, 12, 1, tzinfo=UTC)),
+        build=BuildInfo({}, 1, "host", {}),
+        quality=tuning.to_quality(),
+        version="v1",
+    )
     text = describe(manifest)
     assert "recall@100 target 0.95: reached" in text and "~1.0 MB RAM" in text
     row = next(line for line in text.splitlines() if line.endswith("<- default"))
     assert row.split()[:3] == ["4", "16", "0.9500"]
     assert sum(line.rstrip().endswith("*") for line in text.splitlines()) == 5
-    del manifest["quality"]
-    assert "not measured" in describe(manifest)
+    assert "not measured" in describe(replace(manifest, quality=None))

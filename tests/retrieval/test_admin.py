@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,31 +20,44 @@ import numpy as np
 import pytest
 
 from indexer.build import BuildConfig, build
-from indexer.catalog import AdRecord, Targeting, write_catalog_jsonl
+from indexer.catalog import write_catalog_jsonl
+from indexer.records import AdRecord, Targeting
 from retrieval.changelog import CHANGELOG_FILE
 from retrieval.client import RetrievalClient, ad_message
 from retrieval.server import RunningServer, ServerConfig, create_server
 from retrieval.v1 import retrieval_pb2
-from support import clustered_vectors, make_records
+from support import HashEmbedder, clustered_vectors, make_records
 
 N = 3000
 TOKEN = "s3cret-token"
+IndexRoot = tuple[Path, list[AdRecord], np.ndarray]
 
 
-@pytest.fixture
-def index_root(tmp_path: Path) -> tuple[Path, list[AdRecord], np.ndarray]:
-    """A fresh index per test: admin tests change state."""
+@pytest.fixture(scope="session")
+def built_root(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> IndexRoot:
+    """Built once per session; tests change state, so each gets a copy (``index_root``)."""
+    tmp = tmp_path_factory.mktemp("admin")
     records = make_records(N)
     xb = clustered_vectors(N)
-    catalog = tmp_path / "ads.jsonl"
+    catalog = tmp / "ads.jsonl"
     write_catalog_jsonl(records, catalog, embeddings=xb)
-    root = tmp_path / "index"
+    root = tmp / "index"
     build(BuildConfig(catalog=catalog, out=root, index_factory="IVF16,Flat", nprobe=16, threads=1))
     return root, records, xb
 
 
 @pytest.fixture
-def server(index_root: tuple[Path, list[AdRecord], np.ndarray]) -> Iterator[RunningServer]:
+def index_root(built_root: IndexRoot, tmp_path: Path) -> IndexRoot:
+    """A fresh copy of the built index (and of its change log) per test."""
+    root, records, xb = built_root
+    shutil.copytree(root, tmp_path / "index", symlinks=True)
+    return tmp_path / "index", records, xb
+
+
+@pytest.fixture
+def server(index_root: IndexRoot) -> Iterator[RunningServer]:
     running = create_server(ServerConfig(port=0, index=index_root[0], admin_token=TOKEN))
     yield running
     running.stop()
@@ -60,7 +74,7 @@ def _ids(response: retrieval_pb2.RetrieveResponse) -> list[str]:
 
 
 def test_pause_and_resume_by_ad_campaign_and_advertiser(
-    client: RetrievalClient, index_root: tuple
+    client: RetrievalClient, index_root: IndexRoot
 ) -> None:
     _, records, xb = index_root
     top = client.retrieve(xb[0], 10).candidates
@@ -82,7 +96,7 @@ def test_pause_and_resume_by_ad_campaign_and_advertiser(
 
 
 def test_resume_by_ad_id_overrides_catalog_pause(
-    client: RetrievalClient, index_root: tuple
+    client: RetrievalClient, index_root: IndexRoot
 ) -> None:
     _, records, xb = index_root
     i = next(i for i, r in enumerate(records) if r.status == "paused")
@@ -91,7 +105,9 @@ def test_resume_by_ad_id_overrides_catalog_pause(
     assert _ids(client.retrieve(xb[i], 5))[0] == records[i].ad_id
 
 
-def test_upsert_new_and_changed_ads_and_delete(client: RetrievalClient, index_root: tuple) -> None:
+def test_upsert_new_and_changed_ads_and_delete(
+    client: RetrievalClient, index_root: IndexRoot
+) -> None:
     _, records, xb = index_root
     probe = (xb[100] + xb[2000]) / np.linalg.norm(
         xb[100] + xb[2000]
@@ -158,7 +174,7 @@ def test_upsert_new_and_changed_ads_and_delete(client: RetrievalClient, index_ro
                 [retrieval_pb2.Ad(advertiser_id="a", campaign_id="c", embedding=[0.1] * 32)]
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
-            r"ads\[0\].ad_id: is required",
+            r"ads\[0\].ad_id: required",
         ),
         (
             lambda c: c.upsert(
@@ -193,7 +209,11 @@ def test_upsert_new_and_changed_ads_and_delete(client: RetrievalClient, index_ro
     ],
 )
 def test_bad_admin_input_changes_nothing(
-    client: RetrievalClient, index_root: tuple, call: object, code: grpc.StatusCode, message: str
+    client: RetrievalClient,
+    index_root: IndexRoot,
+    call: object,
+    code: grpc.StatusCode,
+    message: str,
 ) -> None:
     root, _, xb = index_root
     before = (_ids(client.retrieve(xb[1], 50)), client.info().active_count)
@@ -218,7 +238,7 @@ def test_admin_token_is_required(server: RunningServer) -> None:
 
 
 def test_pause_under_concurrent_retrieves_takes_effect_immediately(
-    client: RetrievalClient, index_root: tuple
+    client: RetrievalClient, index_root: IndexRoot
 ) -> None:
     _, _, xb = index_root
     target = client.retrieve(xb[42], 1).candidates[0]
@@ -289,7 +309,7 @@ def _serve(root: Path) -> Iterator[int]:
 
 
 def test_changes_survive_sigkill_and_a_rebuild_does_not_resurrect(
-    index_root: tuple, tmp_path: Path
+    index_root: IndexRoot, tmp_path: Path
 ) -> None:
     root, records, xb = index_root
     fresh = (xb[30] + xb[31]) / np.linalg.norm(xb[30] + xb[31])
@@ -325,3 +345,35 @@ def test_changes_survive_sigkill_and_a_rebuild_does_not_resurrect(
             response = c.reload()
         assert response.changed
         check(port)
+
+
+def test_upsert_embeds_the_fields_the_version_was_built_with(tmp_path: Path) -> None:
+    """An upserted ad's text is embedded as the build embedded its ads (--text-fields)."""
+    embedder = HashEmbedder()
+    records = make_records(1200)
+    catalog = tmp_path / "ads.jsonl"
+    write_catalog_jsonl(records, catalog)
+    fields = ("title", "creative_text")  # not the default: description is left out
+    config = BuildConfig(
+        catalog=catalog, out=tmp_path / "index", text_fields=fields, index_factory="IVF8,Flat"
+    )
+    build(config, embedder=embedder)
+    new = AdRecord(
+        "ad-new",
+        "adv-new",
+        "cmp-new",
+        title="walnut sideboard",
+        description="words that only the description holds",
+        creative_text="mid century",
+    )
+    # what a build with these fields embeds for this ad
+    built = embedder.encode([new.text(fields, config.text_separator)])[0]
+    running = create_server(ServerConfig(port=0, index=tmp_path / "index"), embedder=embedder)
+    try:
+        with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+            client.upsert([ad_message(new)])  # no embedding: the server embeds the text
+            top = client.retrieve(built, 5).candidates[0]
+    finally:
+        running.stop()
+    assert top.ad_id == "ad-new"
+    assert top.score == pytest.approx(1.0, abs=1e-5)  # the very vector the build would make

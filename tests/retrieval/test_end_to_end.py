@@ -11,8 +11,8 @@ import pytest
 
 from indexer import artifact
 from indexer.build import BuildConfig, BuildResult, build
-from indexer.catalog import AdRecord
 from indexer.embedding import SentenceTransformerEmbedder
+from indexer.records import AdRecord
 from indexer.sample import category_of, generate_catalog, generate_users, write_sample
 from retrieval.client import RetrievalClient, ad_message
 from retrieval.demo import user_embedding
@@ -44,8 +44,8 @@ def running(sample_index: BuildResult) -> Iterator[RunningServer]:
 
 def test_model_is_recorded(sample_index: BuildResult) -> None:
     m = sample_index.manifest
-    assert m["model"]["name"] == "all-MiniLM-L6-v2" and m["dimension"] == 384
-    assert m["index"]["factory"].endswith(",RFlat") and "PQ" in m["index"]["factory"]
+    assert m.model.name == "all-MiniLM-L6-v2" and m.dimension == 384 and m.model.source == "text"
+    assert m.index.factory.endswith(",RFlat") and "PQ" in m.index.factory
 
 
 def test_recall_and_self_retrieval_with_real_embeddings(

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 
+from indexer.ann import normalize
 from indexer.build import BuildConfig, BuildResult, build
-from indexer.catalog import AdRecord, Targeting, write_catalog_jsonl
+from indexer.catalog import write_catalog_jsonl
+from indexer.records import AdRecord, Targeting
 from retrieval.client import RetrievalClient
 from retrieval.server import RunningServer, ServerConfig, create_server
 from support import clustered_vectors, exact_topk, recall_at_k
@@ -24,6 +27,8 @@ TARGET = 0.95
 K = 20
 # One country per ad, so a country's share is the filter's selectivity.
 SHARES = {"US": 0.5, "DE": 0.1, "JP": 0.01, "IS": 0.001}
+
+Catalog = tuple[list[AdRecord], np.ndarray, BuildResult]
 
 
 def _records() -> list[AdRecord]:
@@ -49,7 +54,7 @@ def _records() -> list[AdRecord]:
 @pytest.fixture(scope="module")
 def catalog(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[list[AdRecord], np.ndarray, BuildResult]:
+) -> Catalog:
     records = _records()
     xb = clustered_vectors(N, n_clusters=200)
     root = tmp_path_factory.mktemp("filters")
@@ -86,10 +91,10 @@ def client(server: RunningServer) -> Iterator[RetrievalClient]:
 def _queries(xb: np.ndarray, nq: int = 100) -> np.ndarray:
     rng = np.random.default_rng(11)
     xq = xb[rng.choice(len(xb), nq, replace=False)] + 0.25 * rng.standard_normal((nq, xb.shape[1]))
-    return (xq / np.linalg.norm(xq, axis=1, keepdims=True)).astype(np.float32)
+    return normalize(xq)
 
 
-def test_unfiltered_recall_reaches_target(client: RetrievalClient, catalog: tuple) -> None:
+def test_unfiltered_recall_reaches_target(client: RetrievalClient, catalog: Catalog) -> None:
     records, xb, _ = catalog
     eligible = np.array([r.status == "active" for r in records])
     xq = _queries(xb)
@@ -102,7 +107,7 @@ def test_unfiltered_recall_reaches_target(client: RetrievalClient, catalog: tupl
     ("country", "plan"), [("US", "ivf"), ("DE", "ivf"), ("JP", "exact"), ("IS", "exact")]
 )
 def test_filtered_recall_stays_at_target(
-    client: RetrievalClient, catalog: tuple, country: str, plan: str
+    client: RetrievalClient, catalog: Catalog, country: str, plan: str
 ) -> None:
     records, xb, _ = catalog
     eligible = np.array(
@@ -125,7 +130,9 @@ def test_filtered_recall_stays_at_target(
     assert recall_at_k(found, truth) >= TARGET
 
 
-def test_fewer_eligible_than_k_returns_all_of_them(client: RetrievalClient, catalog: tuple) -> None:
+def test_fewer_eligible_than_k_returns_all_of_them(
+    client: RetrievalClient, catalog: Catalog
+) -> None:
     records, xb, _ = catalog
     eligible = [
         r.ad_id
@@ -136,7 +143,7 @@ def test_fewer_eligible_than_k_returns_all_of_them(client: RetrievalClient, cata
     assert sorted(c.ad_id for c in response.candidates) == sorted(eligible)
 
 
-def test_device_and_locale_context(client: RetrievalClient, catalog: tuple) -> None:
+def test_device_and_locale_context(client: RetrievalClient, catalog: Catalog) -> None:
     records, xb, _ = catalog
     by_id = {r.ad_id: r for r in records}
     response = client.retrieve(xb[5], 50, country="US", device="desktop", locale="en-US")
@@ -145,7 +152,7 @@ def test_device_and_locale_context(client: RetrievalClient, catalog: tuple) -> N
         assert by_id[c.ad_id].targeting.admits("US", "en-US", "desktop")
 
 
-def test_exclusions(client: RetrievalClient, catalog: tuple) -> None:
+def test_exclusions(client: RetrievalClient, catalog: Catalog) -> None:
     _, xb, _ = catalog
     first = client.retrieve(xb[7], 30)
     drop_ads = [c.ad_id for c in first.candidates[:5]]
@@ -160,7 +167,7 @@ def test_exclusions(client: RetrievalClient, catalog: tuple) -> None:
 
 @pytest.mark.parametrize(("cap", "country"), [(1, ""), (2, ""), (1, "JP"), (3, "DE")])
 def test_diversity_cap_holds_and_still_returns_k(
-    client: RetrievalClient, catalog: tuple, cap: int, country: str
+    client: RetrievalClient, catalog: Catalog, cap: int, country: str
 ) -> None:
     _, xb, _ = catalog
     for q in _queries(xb, 10):
@@ -182,7 +189,7 @@ def test_diversity_cap_holds_and_still_returns_k(
     ],
 )
 def test_bad_context_is_invalid_argument(
-    client: RetrievalClient, catalog: tuple, kwargs: dict, field: str
+    client: RetrievalClient, catalog: Catalog, kwargs: dict[str, Any], field: str
 ) -> None:
     _, xb, _ = catalog
     with pytest.raises(grpc.RpcError) as err:
@@ -191,7 +198,7 @@ def test_bad_context_is_invalid_argument(
     assert (err.value.details() or "").startswith(field)
 
 
-def test_info_counts(client: RetrievalClient, catalog: tuple) -> None:
+def test_info_counts(client: RetrievalClient, catalog: Catalog) -> None:
     records, _, _ = catalog
     info = client.info()
     assert info.ad_count == N

@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from indexer.build import BuildResult
-from indexer.catalog import AdRecord
+from indexer.manifest import Manifest
+from indexer.records import AdRecord
 from retrieval.client import RetrievalClient
 from retrieval.server import RunningServer, ServerConfig, create_server
 from retrieval.v1 import retrieval_pb2
@@ -131,10 +132,11 @@ def test_response_names_version_and_sorted_scores(
 def test_index_info(client: RetrievalClient, built_index: BuildResult) -> None:
     info = client.info()
     m = built_index.manifest
-    assert info.index_version == m["version"]
+    assert info.index_version == m.version
     assert info.index_factory == "IVF32,PQ16x4fs,RFlat"
-    assert info.ad_count == m["counts"]["ads"]
-    assert info.paused_count == m["counts"]["paused"]
+    assert info.ad_count == m.counts.ads
+    assert info.paused_count == m.counts.paused
+    assert Manifest.loads(info.manifest_json) == m
     assert info.default_nprobe == 8 and info.max_k == 500
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import signal
@@ -12,8 +11,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -22,6 +22,7 @@ import pytest
 from indexer import artifact
 from indexer.build import BuildConfig, build
 from indexer.catalog import write_catalog_jsonl
+from indexer.manifest import Manifest
 from retrieval.batching import BatchConfig, MicroBatcher
 from retrieval.client import RetrievalClient
 from retrieval.errors import DeadlineExceeded
@@ -52,17 +53,18 @@ def _build(catalog: Path, root: Path) -> Path:
     return build(config).version_dir
 
 
-def _republish(root: Path, source: Path, change: Callable[[Path, dict[str, Any]], None]) -> str:
+Change = Callable[[Path, Manifest], Manifest]
+
+
+def _republish(root: Path, source: Path, change: Change) -> str:
     """Publish a checksum-valid copy of ``source`` that ``change`` altered; returns its name."""
     version = artifact.new_version_name()
     manifest = artifact.read_manifest(source)
-    for key in ("files", "version", "format_version"):
-        manifest.pop(key)
     with artifact.staging_dir(root, version) as staged:
         for f in source.iterdir():
             if f.name != artifact.MANIFEST:
                 shutil.copy(f, staged / f.name)
-        change(staged, manifest)
+        manifest = change(staged, manifest)
         artifact.publish(root, staged, version=version, manifest=manifest)
     return version
 
@@ -179,13 +181,14 @@ def test_hot_swap_under_load_fails_no_call(
     _wait(lambda: _events(server, "freed") == 2, timeout_s=10, what="old versions to be freed")
 
 
-def _permute_embeddings(staged: Path, manifest: dict[str, Any]) -> None:
+def _permute_embeddings(staged: Path, manifest: Manifest) -> Manifest:
     xb = np.load(staged / artifact.EMBEDDINGS_FILE)
     np.save(staged / artifact.EMBEDDINGS_FILE, xb[::-1].copy())  # rows no longer match ids
+    return manifest
 
 
-def _rename_model(staged: Path, manifest: dict[str, Any]) -> None:
-    manifest["model"]["name"] = "some-other-model"
+def _rename_model(staged: Path, manifest: Manifest) -> Manifest:
+    return replace(manifest, model=replace(manifest.model, name="some-other-model"))
 
 
 @pytest.mark.parametrize(
@@ -193,7 +196,7 @@ def _rename_model(staged: Path, manifest: dict[str, Any]) -> None:
     [(_permute_embeddings, "smoke recall check failed"), (_rename_model, "model")],
 )
 def test_incompatible_or_broken_version_is_refused(
-    server: RunningServer, root: Path, change: Callable[[Path, dict[str, Any]], None], reason: str
+    server: RunningServer, root: Path, change: Change, reason: str
 ) -> None:
     first = _served(server)
     bad = _republish(root, root / first, change)  # checksums are valid: only validation can tell
@@ -375,7 +378,7 @@ def test_expired_deadline_is_not_run() -> None:
         return "searched"
 
     handler = grpc.unary_unary_rpc_method_handler(behaviour)
-    wrapped = ErrorInterceptor().intercept_service(lambda _d: handler, _Details())
+    wrapped = ErrorInterceptor().intercept_service(lambda _d: handler, cast(Any, _Details()))
     assert wrapped is not None and wrapped.unary_unary is not None
     context = _Context(time_remaining=0.0)
     with pytest.raises(_Aborted):
@@ -480,7 +483,7 @@ def test_batching_is_off_by_default_and_batches_through_the_server_when_on(
 
 
 def test_manifest_of_a_republished_version_is_complete(root: Path) -> None:
-    name = _republish(root, artifact.resolve(root), lambda _s, _m: None)
-    manifest = json.loads((root / name / artifact.MANIFEST).read_text())
-    assert manifest["version"] == name and set(manifest["files"]) >= {artifact.INDEX_FILE}
-    artifact.load(root / name)
+    name = _republish(root, artifact.resolve(root), lambda _s, m: m)
+    manifest = artifact.read_manifest(root / name)
+    assert manifest.version == name and set(manifest.files) >= {artifact.INDEX_FILE}
+    assert artifact.load(root / name).manifest == manifest

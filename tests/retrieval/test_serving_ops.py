@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -26,7 +27,8 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2
 
 from indexer.build import BuildConfig, BuildResult, build
-from indexer.catalog import AdRecord, write_catalog_jsonl
+from indexer.catalog import write_catalog_jsonl
+from indexer.records import AdRecord
 from retrieval.client import RetrievalClient
 from retrieval.serve_cli import JsonFormatter
 from retrieval.server import RunningServer, ServerConfig, create_server
@@ -106,9 +108,9 @@ def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
     assert _sample(text, "adindex_rpc_queue_seconds_count", method=method) == 201
     assert _sample(text, "adindex_batch_size_sum") == 200
     m = built_index.manifest
-    assert _sample(text, "adindex_index_info", version=version, factory=m["index"]["factory"]) == 1
-    assert _sample(text, "adindex_ads", state="total") == m["counts"]["ads"]
-    assert _sample(text, "adindex_ads", state="paused") == m["counts"]["paused"]
+    assert _sample(text, "adindex_index_info", version=version, factory=m.index.factory) == 1
+    assert _sample(text, "adindex_ads", state="total") == m.counts.ads
+    assert _sample(text, "adindex_ads", state="paused") == m.counts.paused
     assert _sample(text, "adindex_index_events_total", event="loaded") == 1
     for event in ("swapped", "refused", "freed"):
         assert _sample(text, "adindex_index_events_total", event=event) == 0
@@ -178,7 +180,7 @@ def test_tls_round_trip_and_admin_token(root: Path, tmp_path: Path) -> None:
 
 
 def _health(running: RunningServer) -> int:
-    response = running.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+    response = running.health.Check(health_pb2.HealthCheckRequest(service=""), cast(Any, None))
     status: int = response.status
     return status
 

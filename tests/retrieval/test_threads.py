@@ -8,8 +8,13 @@ import faiss
 import numpy as np
 import pytest
 
-from retrieval.eligibility import bitmap
-from retrieval.searcher import use_serving_implementation
+from indexer.ann import (
+    BitmapSelector,
+    exact_search,
+    recall_at_k,
+    search_params,
+    use_serving_implementation,
+)
 from retrieval.threads import SearchThreads, available_cores
 
 
@@ -56,10 +61,10 @@ def _fast_scan(factory: str) -> tuple[faiss.Index, np.ndarray]:
 def test_serving_implementation_is_set_only_where_faiss_supports_it() -> None:
     index, xb = _fast_scan("IVF16,PQ16x4fs,RFlat")
     use_serving_implementation(index)
-    assert faiss.downcast_index(index.base_index).implem == 15
+    assert faiss.downcast_index(index.base_index).implem == 15  # type: ignore[attr-defined]
     odd, _ = _fast_scan("IVF16,PQ16x4fs_64")  # block size 64: implementation 15 would fail
     use_serving_implementation(odd)
-    assert faiss.downcast_index(odd).implem == 0
+    assert faiss.downcast_index(odd).implem == 0  # type: ignore[attr-defined]
     odd.search(xb[:2], 5)  # and it still searches
     plain, _ = _fast_scan("IVF16,Flat")
     use_serving_implementation(plain)  # not fast-scan: left alone
@@ -70,20 +75,16 @@ def test_two_threads_reach_the_recall_of_one_and_honour_the_selector() -> None:
     index, xb = _fast_scan("IVF16,PQ16x4fs,RFlat")
     use_serving_implementation(index)
     eligible = np.random.default_rng(1).random(len(xb)) < 0.5
-    bits = bitmap(eligible)
-    sel = faiss.IDSelectorBitmap(len(eligible), faiss.swig_ptr(bits))
-    ivf = faiss.SearchParametersIVF(nprobe=8, sel=sel)  # type: ignore[call-arg]
-    params = faiss.IndexRefineSearchParameters(k_factor=4.0, base_index_params=ivf, sel=sel)  # type: ignore[call-arg]
-    xq = xb[:100] + 0.1
-    scores = xq @ xb.T
-    scores[:, ~eligible] = -np.inf
-    truth = np.argsort(-scores, axis=1)[:, :20]
+    selector = BitmapSelector(eligible)
+    params = search_params(index, 8, 4, 20, sel=selector.sel)
+    xq = xb[:100] + np.float32(0.1)
+    _, truth = exact_search(xb, xq, 20, eligible=eligible)
     recall = {}
     for n in (1, 2):
         faiss.omp_set_num_threads(n)
         found = [index.search(xq[i : i + 1], 20, params=params)[1][0] for i in range(len(xq))]
         assert all(eligible[f].all() for f in found)  # the selector holds on both paths
-        recall[n] = np.mean([len(set(f) & set(t)) / 20 for f, t in zip(found, truth, strict=True)])
+        recall[n] = recall_at_k(found, truth)
     faiss.omp_set_num_threads(1)
     # Not identical lists: near-ties among quantized scores are kept differently when the
     # probed lists are split over threads; the quality is the same.

@@ -1,0 +1,254 @@
+"""FAISS search mechanics, defined once for the build's tuning, the server, shadow recall and the
+benchmarks: vector normalisation, search parameters, OpenMP thread counts, ID selectors, exact
+top-k and recall.
+
+Every adindex index is searched by inner product over L2-normalised vectors (cosine). A search
+setting is (nprobe, k_factor): lists probed, and for an index with a re-ranking stage
+(``IndexRefine``: ``RFlat`` or ``Refine(...)``) how many PQ candidates per result are re-scored
+exactly. Small requests re-rank at least ``min_rerank`` candidates (:func:`effective_k_factor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import faiss
+import numpy as np
+
+Metric = Literal["ip", "l2"]
+
+EXACT_CHUNK_ROWS = 65_536  # rows scored per block by exact_search (memory-mapped inputs too)
+
+
+def normalize(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """Row-wise L2 normalisation (zero rows stay zero), C-contiguous float32.
+
+    Into a new array, or with ``inplace`` into x itself when x already is C-contiguous float32
+    (a build's own catalog matrix: at 1M x 384 a copy is 1.5 GB of peak memory).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out = x if inplace and x.flags.writeable else np.zeros_like(x)
+    if out is x:
+        norms[norms == 0] = 1.0  # zero rows stay zero: 0 / 1
+        np.divide(x, norms, out=x)
+        return x
+    np.divide(x, norms, out=out, where=norms > 0)
+    return out
+
+
+# --- Search settings ----------------------------------------------------------------------------
+
+
+def effective_k_factor(k_factor: float, min_rerank: int, k: int) -> float:
+    """Re-ranking depth really used: at least ``min_rerank`` candidates for a small k."""
+    return max(float(k_factor), min_rerank / k)
+
+
+def has_refine(index: faiss.Index) -> bool:
+    """Whether the index has an exact (or finer) re-ranking stage."""
+    return isinstance(faiss.downcast_index(index), faiss.IndexRefine)
+
+
+def search_params(
+    index: faiss.Index,
+    nprobe: int,
+    k_factor: float,
+    k: int,
+    *,
+    min_rerank: int = 0,
+    sel: faiss.IDSelector | None = None,
+) -> faiss.SearchParameters:
+    """The parameters of one search of ``index`` at (nprobe, k_factor) for k results.
+
+    Args:
+        index: an IVF index, possibly wrapped in a re-ranking stage.
+        nprobe: inverted lists to probe.
+        k_factor: re-ranking depth (ignored without a re-ranking stage).
+        k: results wanted (the depth is at least ``min_rerank / k``).
+        min_rerank: candidates re-ranked at least.
+        sel: ids the search may return (None: all).
+    """
+    # Keyword arguments, not attribute assignment: FAISS's Python wrapper then keeps the nested
+    # objects alive (the C++ structs hold raw pointers). Its type stubs lack them.
+    ivf = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)  # type: ignore[call-arg]
+    if not has_refine(index):
+        return ivf
+    return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
+        k_factor=effective_k_factor(k_factor, min_rerank, k), base_index_params=ivf, sel=sel
+    )
+
+
+def use_serving_implementation(index: faiss.Index) -> None:
+    """Let a lone query use several OpenMP threads (fast-scan IVF indexes; others unchanged).
+
+    FAISS's fast-scan implementation 15 splits one query's probed lists over the calling
+    thread's OpenMP threads, where the default splits only a batch's queries. On one thread it
+    costs the same as the default and finds the same neighbours up to ties (docs/serving.md).
+    It needs the default code block size (32).
+    """
+    index = faiss.downcast_index(index)
+    base = faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
+    if isinstance(base, faiss.IndexIVFFastScan) and base.bbs == 32:
+        base.implem = 15
+
+
+@contextmanager
+def omp_threads(n: int) -> Iterator[None]:
+    """Run FAISS with n OpenMP threads on the calling thread inside the block, then restore.
+
+    OpenMP's thread count is per calling thread: a thread that never sets it searches with the
+    process default (one thread per core).
+    """
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+class BitmapSelector:
+    """A FAISS ``IDSelectorBitmap`` over a bool mask; holds the packed bits it points into."""
+
+    def __init__(self, mask: np.ndarray):
+        self.bits = np.packbits(mask, bitorder="little")  # bit i & 7 of byte i >> 3
+        self.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(self.bits))
+
+
+# --- Exact search -------------------------------------------------------------------------------
+
+
+def exact_search(
+    xb: np.ndarray | faiss.IndexFlat,
+    xq: np.ndarray,
+    k: int,
+    *,
+    eligible: np.ndarray | None = None,
+    metric: Metric = "ip",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k among the eligible rows of xb, best first.
+
+    Args:
+        xb: (n, d) float32 vectors (may be memory-mapped: scored block by block), or an
+            ``IndexFlat`` holding them (searched in place with a selector, no copy).
+        xq: (nq, d) float32 queries (unit rows for cosine).
+        k: neighbours per query.
+        eligible: (n,) bool; None means every row.
+        metric: "ip" (largest inner product first) or "l2" (smallest distance first).
+
+    Returns:
+        (D, I), each (nq, k): scores float32 and row ids int64, padded with -1 ids where
+        fewer than k rows are eligible.
+    """
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    if isinstance(xb, faiss.IndexFlat):
+        sel = BitmapSelector(eligible) if eligible is not None else None
+        params = faiss.SearchParameters(sel=sel.sel) if sel else None  # type: ignore[call-arg]
+        D, I = xb.search(xq, k, params=params)
+        return np.asarray(D), np.asarray(I)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    heap = faiss.ResultHeap(len(xq), k, keep_max=metric == "ip")
+    for start in range(0, len(xb), EXACT_CHUNK_ROWS):
+        stop = min(start + EXACT_CHUNK_ROWS, len(xb))
+        if eligible is None:
+            rows, block = None, xb[start:stop]
+        else:
+            rows = np.flatnonzero(eligible[start:stop]) + start
+            if not len(rows):
+                continue
+            block = xb[rows]
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        D, I = faiss.knn(xq, block, min(k, len(block)), faiss_metric)
+        ids = np.where(I < 0, -1, I + start if rows is None else rows[np.maximum(I, 0)])
+        heap.add_result(D, ids)
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def merge_topk(
+    D: Sequence[np.ndarray], I: Sequence[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-source results of one query (largest scores first) into one top k.
+
+    Args:
+        D, I: per source, (m_i,) scores and ids; ids < 0 are padding and dropped.
+        k: results kept.
+    """
+    ids = np.concatenate(I)
+    scores = np.concatenate(D)
+    keep = ids >= 0
+    ids, scores = ids[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:k]
+    return scores[order].astype(np.float32), ids[order].astype(np.int64)
+
+
+# --- Recall -------------------------------------------------------------------------------------
+
+
+Found = Sequence[Sequence[int] | np.ndarray] | np.ndarray  # per query, ids best first
+
+
+def pad_ids(found: Found, width: int | None = None) -> np.ndarray:
+    """Ragged per-query id lists as one (nq, width) int64 array padded with -1."""
+    if isinstance(found, np.ndarray) and found.ndim == 2:
+        return found.astype(np.int64, copy=False)
+    width = width if width is not None else max((len(f) for f in found), default=0)
+    out = np.full((len(found), width), -1, dtype=np.int64)
+    for i, f in enumerate(found):
+        f = np.asarray(f, dtype=np.int64)[:width]
+        out[i, : len(f)] = f
+    return out
+
+
+def recall_per_query(
+    found: Found,
+    truth: np.ndarray,
+    *,
+    tied: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per query: the share of its exact top-k that its results contain.
+
+    Args:
+        found: per query, the ids returned, best first; (nq, m) padded with -1, or ragged.
+            Padding (-1) and repeated ids never count.
+        truth: (nq, k) exact top-k ids, padded with -1 where fewer than k rows exist; a
+            query's denominator is its number of true ids.
+        tied: optional (nq, m) bool: found entries whose exact score reaches the k-th exact
+            score (an equally good row where exact search picked another among ties); they
+            count as found.
+
+    Returns:
+        (nq,) float64; 1.0 for a query with no true ids.
+    """
+    truth = np.asarray(truth, dtype=np.int64)
+    f = pad_ids(found)
+    nq = len(truth)
+    span = int(max(f.max(initial=0), truth.max(initial=0))) + 1
+    rows = np.arange(nq, dtype=np.int64)[:, None]
+    want = np.sort((truth + rows * span)[truth >= 0])  # rows are disjoint key ranges
+    hit = np.zeros(f.shape, dtype=bool)
+    if want.size and f.size:
+        keys = f + rows * span
+        pos = np.minimum(np.searchsorted(want, keys), want.size - 1)
+        hit = want[pos] == keys
+    hit &= f >= 0
+    if tied is not None:
+        hit |= np.asarray(tied, dtype=bool) & (f >= 0)
+    # repeated ids count once: keep the first occurrence of each (row, id) key
+    keys = np.where(f >= 0, f + rows * span, -1 - np.arange(f.size).reshape(f.shape))
+    _, first = np.unique(keys.ravel(), return_index=True)
+    once = np.zeros(f.size, dtype=bool)
+    once[first] = True
+    hits = (hit & once.reshape(f.shape)).sum(axis=1)
+    denom = (truth >= 0).sum(axis=1)
+    return np.where(denom > 0, np.minimum(hits, denom) / np.maximum(denom, 1), 1.0)
+
+
+def recall_at_k(found: Found, truth: np.ndarray) -> float:
+    """Mean recall over queries (:func:`recall_per_query`): found (nq, m) or ragged, truth (nq, k)."""
+    if len(truth) == 0:
+        return 1.0
+    return float(recall_per_query(found, truth).mean())
