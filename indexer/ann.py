@@ -153,13 +153,15 @@ def exact_search(
     heap = faiss.ResultHeap(len(xq), k, keep_max=metric == "ip")
     for start in range(0, len(xb), EXACT_CHUNK_ROWS):
         stop = min(start + EXACT_CHUNK_ROWS, len(xb))
-        if eligible is None:
-            rows, block = None, xb[start:stop]
-        else:
-            rows = np.flatnonzero(eligible[start:stop]) + start
-            if not len(rows):
-                continue
+        rows = None if eligible is None else np.flatnonzero(eligible[start:stop]) + start
+        if rows is not None and len(rows) == stop - start:
+            rows = None  # the whole block is eligible: score the slice, no gather copy
+        if rows is None:
+            block = xb[start:stop]
+        elif len(rows):
             block = xb[rows]
+        else:
+            continue
         block = np.ascontiguousarray(block, dtype=np.float32)
         D, I = faiss.knn(xq, block, min(k, len(block)), faiss_metric)
         ids = np.where(I < 0, -1, I + start if rows is None else rows[np.maximum(I, 0)])

@@ -1,16 +1,14 @@
 """Shadow recall: re-run a sample of live queries exactly, off the request path.
 
 A sampled call hands its query and its answer to a bounded queue (dropped when full: the
-request path never waits). One background thread takes them in small groups and scores every
-ad the call was allowed to see (the same eligibility mask and upserted ads the search used)
-with a blocked matrix product over the artifact's embeddings, i.e. exact inner-product search
-restricted to the same eligible set. recall@k is exported per index version.
+request path never waits). One background thread takes them in small groups and searches
+exactly (``indexer.ann.exact_search``, block by block over the memory-mapped embeddings) among
+the ads the call was allowed to see: the same eligibility mask and upserted ads the search
+used. recall@k is exported per index version.
 
-recall@k here counts a returned ad as correct when its exact score reaches the k-th best exact
-score (both from the same products, so with the same rounding): the same as id-based recall
-unless two ads score exactly the same, where it does not penalise an arbitrary pick among
-exact duplicates. Calls with an advertiser cap are skipped
-(their ideal answer is not a top k).
+recall@k (``indexer.ann.recall_per_query``) also counts a returned ad whose exact score reaches
+the k-th best exact score: it does not penalise an arbitrary pick among exact duplicates. Calls
+with an advertiser cap are skipped (their ideal answer is not a top k).
 
 The exact pass over n ads costs about n * d * 2 flops per query (a 1M x 384 index: ~0.1 s
 per group on one core, bandwidth-bound); ``max_duty`` bounds the share of one core it may use
@@ -28,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.ann import exact_search, merge_topk, recall_per_query
 from retrieval.metrics import Metrics
 from retrieval.searcher import Hits, Searcher
 
 logger = logging.getLogger(__name__)
 
-CHUNK_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -65,44 +63,6 @@ class _Sample:
     hits: Hits
     mask: np.ndarray  # eligible artifact rows the search used
     delta_mask: np.ndarray  # eligible upserted ads it used
-
-
-def exact_pass(
-    xb: np.ndarray, mask: np.ndarray, xq: np.ndarray, t: int, found: list[np.ndarray]
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Exact top-t scores among ``mask`` rows, and the exact scores of the rows each call found.
-
-    Both come from the same products, so a found row is judged with the same rounding as the
-    ideal ones.
-
-    Args:
-        xb: (n, d) float32 (may be memory-mapped); mask: (n,) bool; xq: (nq, d) float32.
-        t: how many best scores to keep, >= 1.
-        found: per query, the rows (< n) it returned.
-
-    Returns:
-        (nq, t) best scores, descending (-inf padded), and per query its rows' scores.
-    """
-    best = np.full((len(xq), t), -np.inf, dtype=np.float32)
-    scores_of = [np.zeros(len(f), dtype=np.float32) for f in found]
-    for start in range(0, len(xb), CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, len(xb))
-        scores = np.asarray(xb[start:stop] @ xq.T, dtype=np.float32)  # (rows, nq)
-        for i, rows in enumerate(found):
-            here = (rows >= start) & (rows < stop)
-            scores_of[i][here] = scores[rows[here] - start, i]
-        m = mask[start:stop]
-        if m.any():
-            best = _merge_best(best, scores[m].T, t)
-    return best, scores_of
-
-
-def _merge_best(best: np.ndarray, scores: np.ndarray, t: int) -> np.ndarray:
-    both = np.concatenate([best, scores], axis=1)
-    if both.shape[1] > t:
-        both = -np.partition(-both, t - 1, axis=1)[:, :t]
-    out: np.ndarray = -np.sort(-both, axis=1)
-    return out
 
 
 class ShadowRecall:
@@ -188,25 +148,28 @@ class ShadowRecall:
     @staticmethod
     def _recalls(samples: list[_Sample]) -> list[float | None]:
         """recall@k of calls that share one eligibility (None where nothing was eligible)."""
-        first, n = samples[0], samples[0].searcher.ntotal
+        first = samples[0]
+        n, art, delta = first.searcher.ntotal, first.searcher.artifact, first.hits.view.delta
         xq = np.stack([s.xq for s in samples])
         eligible = int(first.mask.sum()) + int(first.delta_mask.sum())
         t = max(min(max(s.k for s in samples), eligible), 1)
-        found = [s.hits.ids[s.hits.ids < n] for s in samples]
-        best, found_scores = exact_pass(
-            first.searcher.artifact.embeddings, first.mask, xq, t, found
-        )
-        delta = first.hits.view.delta.xb
-        if len(delta):
-            delta_scores = np.asarray(delta @ xq.T, dtype=np.float32)  # (delta ads, nq)
-            best = _merge_best(best, delta_scores[first.delta_mask].T, t)
-            found_scores = [
-                np.concatenate([f, delta_scores[s.hits.ids[s.hits.ids >= n] - n, i]])
-                for i, (f, s) in enumerate(zip(found_scores, samples, strict=True))
-            ]
+        D, I = exact_search(art.embeddings, xq, t, eligible=first.mask)
+        delta_rows = np.flatnonzero(first.delta_mask)
+        delta_scores = np.asarray(xq @ delta.xb[delta_rows].T, dtype=np.float32)  # (nq, m)
         out: list[float | None] = []
         for i, s in enumerate(samples):
             want = min(s.k, eligible)
-            hits = int((found_scores[i] >= best[i, want - 1]).sum()) if want else 0
-            out.append(min(hits, want) / want if want else None)
+            if not want:
+                out.append(None)
+                continue
+            best, truth = merge_topk([D[i], delta_scores[i]], [I[i], delta_rows + n], want)
+            ids = s.hits.ids
+            main, upserted = ids[ids < n], ids[ids >= n] - n
+            found_scores = np.concatenate(
+                [art.embeddings[np.sort(main)] @ s.xq, delta.xb[upserted] @ s.xq]
+            )
+            found = np.concatenate([np.sort(main), upserted + n])
+            tied = found_scores >= best[-1]
+            recall = recall_per_query(found[None, :], truth[None, :], tied=tied[None, :])
+            out.append(float(recall[0]))
         return out

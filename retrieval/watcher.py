@@ -32,6 +32,7 @@ class IndexWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="index-watcher", daemon=True)
         self._unreadable: str | None = None  # last LATEST problem logged (log it once)
+        self.checks = 0  # polls done (tests wait on it)
 
     def start(self) -> None:
         self._thread.start()
@@ -67,4 +68,5 @@ class IndexWatcher:
                 self.check()
             except Exception:  # keep watching whatever one attempt did
                 logger.exception("Index watcher check failed")
+            self.checks += 1
             self._stop.wait(self._poll_s)

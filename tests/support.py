@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexer.ann import exact_search, normalize
-from indexer.ann import recall_at_k as recall_at_k
+from indexer.ann import normalize
 from indexer.records import AdRecord, Targeting
 
 D = 32
@@ -72,10 +71,3 @@ def make_records(n: int, *, paused_every: int = 10, seed: int = 5) -> list[AdRec
             )
         )
     return out
-
-
-def exact_topk(
-    xb: np.ndarray, xq: np.ndarray, k: int, eligible: np.ndarray | None = None
-) -> np.ndarray:
-    """Exact top-k ids by inner product among eligible rows (indexer.ann); shape (nq, k)."""
-    return exact_search(xb, xq, k, eligible=eligible)[1]

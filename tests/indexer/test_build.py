@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from indexer import artifact
-from indexer.ann import normalize
+from indexer.ann import exact_search, normalize, recall_at_k
 from indexer.build import BuildConfig, BuildError, RecallBelowTarget, build
 from indexer.catalog import write_catalog_jsonl
 from indexer.manifest import ModelInfo
 from indexer.records import CatalogError
 from retrieval import cli
 from retrieval.searcher import Searcher
-from support import HashEmbedder, clustered_vectors, exact_topk, make_records, recall_at_k
+from support import HashEmbedder, clustered_vectors, make_records
 
 # One build per factory string, as FAISS's own tests do: Flat lists, 4-bit fast-scan PQ with
 # flat re-ranking, 8-bit PQ (no polysemous training) with SQ8 re-ranking.
@@ -36,7 +36,7 @@ def test_recall_against_exact_search(factory: str, tmp_path: Path) -> None:
     xq = normalize(
         xb[:200] + 0.3 * np.random.default_rng(0).standard_normal(xb[:200].shape).astype(np.float32)
     )
-    truth = exact_topk(xb, xq, 20)
+    truth = exact_search(xb, xq, 20)[1]
     found = [searcher.search(q, 20).ids.tolist() for q in xq]
     assert recall_at_k(found, truth) >= 0.9, factory
 

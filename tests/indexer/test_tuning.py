@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from indexer import artifact
-from indexer.ann import recall_at_k
+from indexer.ann import exact_search, recall_at_k
 from indexer.build import BuildConfig, build
 from indexer.catalog import write_catalog_jsonl
 from indexer.manifest import (
@@ -37,7 +37,7 @@ from indexer.tuning import (
     tune,
 )
 from retrieval.searcher import Searcher
-from support import clustered_vectors, exact_topk, make_records
+from support import clustered_vectors, make_records
 
 
 def pt(nprobe: int, k_factor: int, recall: float, p50_ms: float) -> OperatingPoint:
@@ -200,7 +200,7 @@ def test_the_server_finds_what_the_tuning_measured(tmp_path: Path) -> None:
     searcher = Searcher(artifact.load(tmp_path / "idx"))
     xq = np.load(tmp_path / "q.npy")
     found = [searcher.search(q, 10).ids for q in xq]
-    served = recall_at_k(found, exact_topk(xb, xq, 10))
+    served = recall_at_k(found, exact_search(xb, xq, 10)[1])
     assert served == pytest.approx(quality.chosen.recall, abs=0.005)
 
 

@@ -245,7 +245,8 @@ def test_pause_under_concurrent_retrieves_takes_effect_immediately(
     advertiser = target.advertiser_id
     paused_at: list[float] = []
     violations: list[str] = []
-    after = [0]  # calls that started after the pause returned
+    calls = {"before": 0, "after": 0}  # calls finished that started before / after the pause
+    counted = threading.Condition()
     stop = threading.Event()
 
     def hammer(seed: int) -> None:
@@ -255,26 +256,29 @@ def test_pause_under_concurrent_retrieves_takes_effect_immediately(
                 q = xb[42] + 0.05 * rng.standard_normal(xb.shape[1])
                 started = time.monotonic()
                 ids = c.retrieve(q, 20).candidates
-                if paused_at and started > paused_at[0]:
-                    after[0] += 1
-                    if any(x.advertiser_id == advertiser for x in ids):
-                        violations.append(
-                            f"a call {started - paused_at[0]:.6f}s after the pause saw {advertiser}"
-                        )
+                after = bool(paused_at) and started > paused_at[0]
+                if after and any(x.advertiser_id == advertiser for x in ids):
+                    violations.append(
+                        f"a call {started - paused_at[0]:.6f}s after the pause saw {advertiser}"
+                    )
+                with counted:
+                    calls["after" if after else "before"] += 1
+                    counted.notify_all()
 
     threads = [threading.Thread(target=hammer, args=(s,)) for s in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
-    client.pause(advertiser_ids=[advertiser])
-    paused_at.append(time.monotonic())
-    deadline = time.monotonic() + 30
-    while after[0] < 3000 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert after[0] >= 1000, after[0]
+    try:
+        with counted:  # the pause lands among calls in flight
+            assert counted.wait_for(lambda: calls["before"] >= 200, timeout=120), calls
+        client.pause(advertiser_ids=[advertiser])
+        paused_at.append(time.monotonic())
+        with counted:
+            assert counted.wait_for(lambda: calls["after"] >= 1000, timeout=120), calls
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
     assert violations == []
 
 

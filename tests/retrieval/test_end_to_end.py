@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from indexer import artifact
+from indexer.ann import exact_search, recall_at_k
 from indexer.build import BuildConfig, BuildResult, build
 from indexer.embedding import SentenceTransformerEmbedder
 from indexer.records import AdRecord
@@ -17,7 +18,6 @@ from indexer.sample import category_of, generate_catalog, generate_users, write_
 from retrieval.client import RetrievalClient, ad_message
 from retrieval.demo import user_embedding
 from retrieval.server import RunningServer, ServerConfig, create_server
-from support import exact_topk, recall_at_k
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_recall_and_self_retrieval_with_real_embeddings(
     eligible = np.array([a.status == "active" for a in art.ads])
     users = generate_users(30)
     xq = np.stack([user_embedding(real_embedder, u) for u in users])
-    truth = exact_topk(xb, xq, 20, eligible)
+    truth = exact_search(xb, xq, 20, eligible=eligible)[1]
     with RetrievalClient(f"127.0.0.1:{running.port}") as client:
         row = {a.ad_id: i for i, a in enumerate(art.ads)}
         found = [[row[c.ad_id] for c in client.retrieve(q, 20).candidates] for q in xq]

@@ -14,13 +14,13 @@ import grpc
 import numpy as np
 import pytest
 
-from indexer.ann import normalize
+from indexer.ann import exact_search, normalize, recall_at_k
 from indexer.build import BuildConfig, BuildResult, build
 from indexer.catalog import write_catalog_jsonl
 from indexer.records import AdRecord, Targeting
 from retrieval.client import RetrievalClient
 from retrieval.server import RunningServer, ServerConfig, create_server
-from support import clustered_vectors, exact_topk, recall_at_k
+from support import clustered_vectors
 
 N = 20_000
 TARGET = 0.95
@@ -98,7 +98,7 @@ def test_unfiltered_recall_reaches_target(client: RetrievalClient, catalog: Cata
     records, xb, _ = catalog
     eligible = np.array([r.status == "active" for r in records])
     xq = _queries(xb)
-    truth = exact_topk(xb, xq, K, eligible)
+    truth = exact_search(xb, xq, K, eligible=eligible)[1]
     found = [[int(c.ad_id[3:]) for c in client.retrieve(q, K).candidates] for q in xq]
     assert recall_at_k(found, truth) >= TARGET
 
@@ -117,7 +117,7 @@ def test_filtered_recall_stays_at_target(
     assert selectivity == pytest.approx(SHARES[country] * 0.95, rel=0.35)
     k = min(K, int(eligible.sum()))
     xq = _queries(xb)
-    truth = exact_topk(xb, xq, k, eligible)
+    truth = exact_search(xb, xq, k, eligible=eligible)[1]
     found = []
     for q in xq:
         response = client.retrieve(q, k, country=country)

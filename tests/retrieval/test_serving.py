@@ -125,10 +125,18 @@ class Load:
             t.join()
 
 
+@pytest.fixture(scope="module")
+def built_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("serving")
+    catalog, _ = _catalog(tmp)
+    _build(catalog, tmp / "index")
+    return tmp / "index"
+
+
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    catalog, _ = _catalog(tmp_path)
-    _build(catalog, tmp_path / "index")
+def root(built_root: Path, tmp_path: Path) -> Path:
+    """A copy per test: tests publish versions into it."""
+    shutil.copytree(built_root, tmp_path / "index")
     return tmp_path / "index"
 
 
@@ -161,7 +169,9 @@ def test_hot_swap_under_load_fails_no_call(
         _wait(lambda: _served(server) == second, what="the second version")
         bad = _corrupt(root, root / second)
         _wait(lambda: bad in server.state.refused, what="the corrupted version to be refused")
-        time.sleep(0.5)  # ten polls while LATEST still names the bad version
+        assert server.watcher is not None
+        polls = server.watcher.checks  # ten more polls while LATEST still names the bad version
+        _wait(lambda: server.watcher is not None and server.watcher.checks >= polls + 10)
         third = _build(catalog, root).name
         _wait(lambda: _served(server) == third, what="the third version")
         calls_at_third = load.calls
@@ -223,7 +233,7 @@ def test_dimension_change_is_refused(root: Path, tmp_path: Path) -> None:
 
 
 _BUILD_THAT_STOPS = """
-import logging, sys, time
+import logging, sys, threading
 from pathlib import Path
 from indexer import artifact
 from indexer.build import BuildConfig, build
@@ -236,7 +246,7 @@ def fsync_then_stop(path):  # hangs at one chosen fsync of the publish step, to 
     seen += name in ("*", Path(path).name)
     if seen == int(occurrence):
         print("Stopped at", path, file=sys.stderr, flush=True)
-        time.sleep(120)
+        threading.Event().wait()  # until killed
 artifact._fsync_file = fsync_then_stop
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 build(BuildConfig(Path(sys.argv[1]), Path(sys.argv[2]), index_factory="IVF16,Flat", threads=1))
@@ -333,6 +343,9 @@ def _code(call: Callable[[], object]) -> grpc.StatusCode:
     return code
 
 
+QUEUED_DEADLINE_S = 2.0  # room to check the full queue before it passes, even on a busy machine
+
+
 def test_limits_each_get_their_status_and_the_server_keeps_serving(
     small_server: RunningServer,
 ) -> None:
@@ -352,7 +365,8 @@ def test_limits_each_get_their_status_and_the_server_keeps_serving(
         holder = threading.Thread(target=call, args=("holder", 30))
         holder.start()
         assert gate.entered.wait(10)  # the only worker is busy
-        queued = threading.Thread(target=call, args=("queued", 0.3))
+        # Its deadline passes while it waits behind the holder: the server must not search it.
+        queued = threading.Thread(target=call, args=("queued", QUEUED_DEADLINE_S))
         queued.start()
         _wait(lambda: small_server.metrics.registry.get_sample_value("adindex_rpc_active") == 2)
         assert _code(lambda: c.retrieve(q, 5)) == grpc.StatusCode.RESOURCE_EXHAUSTED  # queue full

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2
 
+from indexer.ann import exact_search, recall_at_k
 from indexer.build import BuildConfig, BuildResult, build
 from indexer.catalog import write_catalog_jsonl
 from indexer.records import AdRecord
@@ -33,19 +35,27 @@ from retrieval.client import RetrievalClient
 from retrieval.serve_cli import JsonFormatter
 from retrieval.server import RunningServer, ServerConfig, create_server
 from retrieval.shadow import ShadowConfig
-from support import clustered_vectors, exact_topk, make_records, recall_at_k
+from support import clustered_vectors, make_records
 
 VectorCatalog = tuple[Path, list[AdRecord], np.ndarray]
 TOKEN = "ops-token"
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    catalog = tmp_path / "ads.jsonl"
+@pytest.fixture(scope="module")
+def built_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("ops")
+    catalog = tmp / "ads.jsonl"
     write_catalog_jsonl(make_records(2000), catalog, embeddings=clustered_vectors(2000))
-    out = tmp_path / "index"
+    out = tmp / "index"
     build(BuildConfig(catalog=catalog, out=out, index_factory="IVF16,Flat", nprobe=4, threads=1))
     return out
+
+
+@pytest.fixture
+def root(built_root: Path, tmp_path: Path) -> Path:
+    """A copy per test: servers write their change log into it."""
+    shutil.copytree(built_root, tmp_path / "index")
+    return tmp_path / "index"
 
 
 def _scrape(port: int) -> str:
@@ -92,7 +102,7 @@ def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
     finally:
         running.stop()
     eligible = np.array([r.status == "active" for r in records])
-    offline = recall_at_k(found, exact_topk(xb, xq, 20, eligible))
+    offline = recall_at_k(found, exact_search(xb, xq, 20, eligible=eligible)[1])
     version = built_index.version_dir.name
     count = _sample(text, "adindex_shadow_recall_count", version=version)
     shadow = _sample(text, "adindex_shadow_recall_sum", version=version) / count
