@@ -61,7 +61,8 @@ def test_exact_search_is_exact_and_adindex_finds_most_neighbours(
     ad = {r["params"]["nprobe"]: r for r in rows if r["name"] == "adindex"}
     grpc = {r["params"]["nprobe"]: r for r in rows if r["name"] == "adindex-grpc"}
     for nprobe, r in ad.items():  # the server searches the same artifact the same way
-        assert grpc[nprobe]["recall_at_100"] == r["recall_at_100"]
+        # (up to near-ties: a lone call over gRPC may split its probed lists over 2 threads)
+        assert grpc[nprobe]["recall_at_100"] == pytest.approx(r["recall_at_100"], abs=0.005)
 
 
 def test_presets_and_flags() -> None:
