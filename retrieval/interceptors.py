@@ -5,16 +5,23 @@ the returned handler on a worker thread, so a handler wrapper sees both moments:
 time the queue) and the worker picking the call up (to refuse a call whose deadline passed
 while it waited). The bounded queue itself is grpc's ``maximum_concurrent_rpcs``: it answers
 RESOURCE_EXHAUSTED on the polling thread, before any interceptor's handler runs.
+
+A handler is not guaranteed to run at all: grpc drops a call whose request is over the message
+limit, or whose deadline passed or which was cancelled while it waited for a worker, without
+calling it. What drain waits for is therefore counted by the thread pool (``CountingExecutor``),
+whose tasks always end, not by the handlers.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -57,8 +64,20 @@ def _deny(code: grpc.StatusCode, message: str) -> _Handler:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+@dataclass(slots=True)
+class _Task:
+    """One task of a ``CountingExecutor``: a call, queued or running."""
+
+    exempt: bool = False  # a long-lived stream: drain does not wait for it
+
+
 class CountingExecutor(futures.ThreadPoolExecutor):
-    """A thread pool that knows how many tasks (calls) are queued or running."""
+    """A thread pool that knows how many tasks (calls) are queued or running.
+
+    grpc runs every accepted call as one task here, including calls it then drops without
+    running the handler; a task's done-callback always fires (run, failed or cancelled), so
+    these counts always come back down.
+    """
 
     def __init__(
         self,
@@ -69,19 +88,88 @@ class CountingExecutor(futures.ThreadPoolExecutor):
         super().__init__(
             max_workers=max_workers, thread_name_prefix=thread_name_prefix, initializer=initializer
         )
-        self._count_lock = threading.Lock()
-        self.active = 0
+        self._changed = threading.Condition()
+        self._current = threading.local()
+        self.active = 0  # tasks queued or running
+        self._exempt = 0  # of which running long-lived streams, which drain does not wait for
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks queued or running that drain waits for: all but long-lived streams.
+
+        Calls refused while draining count too, for the moment they take.
+        """
+        with self._changed:
+            return self.active - self._exempt
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
-        with self._count_lock:
+        task = _Task()
+        with self._changed:
             self.active += 1
-        future = super().submit(fn, *args, **kwargs)
-        future.add_done_callback(self._done)
+        try:
+            future = super().submit(self._run, task, fn, *args, **kwargs)
+        except BaseException:
+            self._done(task)
+            raise
+        future.add_done_callback(lambda _future: self._done(task))
         return future
 
-    def _done(self, _future: futures.Future[Any]) -> None:
-        with self._count_lock:
+    def _run(self, task: _Task, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self._current.task = task
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._current.task = None
+
+    def _done(self, task: _Task) -> None:
+        with self._changed:
             self.active -= 1
+            if task.exempt:
+                self._exempt -= 1
+            self._changed.notify_all()
+
+    def exempt_current(self) -> None:
+        """Drain need not wait for the task running on this thread (a long-lived stream)."""
+        task = getattr(self._current, "task", None)
+        if task is None or task.exempt:
+            return  # not one of our tasks (another pool), or already exempt
+        with self._changed:
+            task.exempt = True
+            self._exempt += 1
+            self._changed.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no call drain waits for is queued or running; False if ``timeout_s`` passed."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.active == self._exempt, timeout_s)
+
+
+_STREAM_HANDLERS = {
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _exempt_stream(handler: _Handler, executor: CountingExecutor) -> _Handler:
+    """The same streaming handler, telling ``executor`` that drain need not wait for it."""
+    kind = next((k for k in _STREAM_HANDLERS if getattr(handler, k) is not None), None)
+    if kind is None:
+        return handler
+    inner: Callable[..., Any] = getattr(handler, kind)
+
+    # wraps() keeps grpc's attributes too (health Watch's experimental_non_blocking)
+    @functools.wraps(inner)
+    def exempt(*args: Any) -> Any:
+        executor.exempt_current()
+        return inner(*args)
+
+    made: _Handler = _STREAM_HANDLERS[kind](
+        exempt,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+    return made
 
 
 class ServingInterceptor(_Interceptor):
@@ -92,25 +180,6 @@ class ServingInterceptor(_Interceptor):
         self._executor = executor
         self._max_active = max_active
         self.draining = False
-        self._lock = threading.Lock()
-        self.in_flight = 0  # unary calls admitted (queued or running), not yet finished
-
-    def _finished(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until every admitted unary call finished; False if ``timeout_s`` passed first.
-
-        A call cancelled before a worker picked it up never runs its handler and is never
-        counted off: the wait then ends at ``timeout_s``.
-        """
-        end = time.monotonic() + timeout_s
-        while self.in_flight > 0:
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.01)
-        return True
 
     def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -123,8 +192,12 @@ class ServingInterceptor(_Interceptor):
             # make this undercount slightly).
             self._metrics.rpc_rejected.labels("queue_full").inc()
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streams (health Watch, reflection) are neither timed nor refused
+        if handler is None:
+            return handler
+        if handler.unary_unary is None:
+            # Streams (health Watch, reflection) are neither timed nor refused, nor waited for
+            # by drain: they last as long as their client wants.
+            return _exempt_stream(handler, self._executor)
         draining = self.draining and not method.startswith(HEALTH_PREFIX)
         if draining:
             self._metrics.rpc_rejected.labels("draining").inc()
@@ -134,10 +207,6 @@ class ServingInterceptor(_Interceptor):
         inner, name, m = handler.unary_unary, _short(method), self._metrics
         if inner is None:  # not reached: both handlers above are unary
             return handler
-        counted = not draining
-        if counted:
-            with self._lock:
-                self.in_flight += 1
 
         def timed(request: Any, context: grpc.ServicerContext) -> Any:
             m.rpc_queue.labels(name).observe(time.perf_counter() - arrived)
@@ -150,8 +219,6 @@ class ServingInterceptor(_Interceptor):
                 raise
             finally:
                 m.rpc_duration.labels(name, code).observe(time.perf_counter() - arrived)
-                if counted:
-                    self._finished()
 
         return _wrap(handler, timed)
 

@@ -145,7 +145,7 @@ class RunningServer:
         if self.watcher is not None:
             self.watcher.stop()
         if grace_s:
-            self.serving.wait_idle(grace_s)
+            self.executor.wait_idle(grace_s)  # queued or running calls, streams aside
             # Keep answering UNAVAILABLE a little longer: calls already on the wire when the
             # port closes would otherwise be cancelled (CANCELLED) instead of refused.
             linger_s = min(self.drain_linger_s, grace_s) - (time.monotonic() - started)

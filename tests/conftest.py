@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from indexer.build import BuildConfig, BuildResult, build
 from indexer.catalog import write_catalog_jsonl
 from indexer.embedding import SentenceTransformerEmbedder
 from indexer.records import AdRecord
-from support import HashEmbedder, clustered_vectors, make_records
+from support import HashEmbedder, ServerProcess, clustered_vectors, make_records
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +52,17 @@ def real_embedder() -> SentenceTransformerEmbedder:
 @pytest.fixture
 def hash_embedder() -> Iterator[HashEmbedder]:
     yield HashEmbedder()
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[..., ServerProcess]]:
+    """Starts ``adindex serve --index INDEX ARGS...`` subprocesses; kills any still running after."""
+    started: list[ServerProcess] = []
+
+    def start(index: Path, *args: str) -> ServerProcess:
+        started.append(ServerProcess(index, *args))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()

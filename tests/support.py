@@ -1,9 +1,16 @@
-"""Test helpers: seeded data, brute-force ground truth, a fake embedder (imported by tests)."""
+"""Test helpers: seeded data, brute-force ground truth, a fake embedder, a server process
+and its metrics (imported by tests)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import threading
+import urllib.request
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -71,3 +78,66 @@ def make_records(n: int, *, paused_every: int = 10, seed: int = 5) -> list[AdRec
             )
         )
     return out
+
+
+class ServerProcess:
+    """``adindex serve`` in a subprocess (JSON logs, a free port), started and ready to serve.
+
+    ``lines`` holds its stderr log lines and keeps growing while it runs.
+    """
+
+    def __init__(self, index: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "retrieval.cli", "serve", "--index", str(index),
+             "--port", "0", "--log-format", "json", *args],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        self.lines: list[str] = []
+        self.port = 0
+        self.metrics_port: int | None = None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if match := re.search(r"Listening on 127\.0\.0\.1:(\d+)", line):
+                self.port = int(match.group(1))
+            if match := re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
+                self.metrics_port = int(match.group(1))
+            if "Serving index" in line:
+                break
+        if not self.port:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the server did not start: {''.join(self.lines)}")
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(self.proc.stderr or ()), daemon=True
+        )
+        self._reader.start()
+
+    def close(self) -> None:
+        """Kill the server if it still runs, and collect its output."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+def scrape_metrics(port: int) -> str:
+    """The Prometheus text a server's metrics endpoint serves."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one series in Prometheus text format (labels in any order)."""
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', series))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    raise AssertionError(f"no {name}{labels} in the metrics")

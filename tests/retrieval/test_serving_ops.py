@@ -6,15 +6,12 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,7 +32,9 @@ from retrieval.client import RetrievalClient
 from retrieval.serve_cli import JsonFormatter
 from retrieval.server import RunningServer, ServerConfig, create_server
 from retrieval.shadow import ShadowConfig
-from support import clustered_vectors, make_records
+from support import ServerProcess, clustered_vectors, make_records
+from support import metric_value as _sample
+from support import scrape_metrics as _scrape
 
 VectorCatalog = tuple[Path, list[AdRecord], np.ndarray]
 TOKEN = "ops-token"
@@ -56,24 +55,6 @@ def root(built_root: Path, tmp_path: Path) -> Path:
     """A copy per test: servers write their change log into it."""
     shutil.copytree(built_root, tmp_path / "index")
     return tmp_path / "index"
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    """The value of one series in Prometheus text format (labels in any order)."""
-    for line in text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.split("{")[0] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', series))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(value)
-    raise AssertionError(f"no {name}{labels} in the metrics")
 
 
 def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
@@ -231,31 +212,11 @@ def test_drain_finishes_in_flight_calls_and_refuses_new_ones(root: Path) -> None
 
 
 @pytest.fixture
-def subprocess_server(root: Path) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "retrieval.cli", "serve", "--index", str(root), "--port", "0",
-         "--grace-s", "10", "--log-format", "json"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    lines: list[str] = []
-    port = 0
-    for line in proc.stderr:
-        lines.append(line)
-        match = re.search(r"Listening on 127\.0\.0\.1:(\d+)", line)
-        port = int(match.group(1)) if match else port
-        if "Serving index" in line:
-            break
-    assert port, "".join(lines)
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
-    reader.start()
-    yield proc, port, lines
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    reader.join(timeout=5)
-    proc.stderr.close()
+def subprocess_server(
+    root: Path, serve_process: Callable[..., ServerProcess]
+) -> tuple[subprocess.Popen[str], int, list[str]]:
+    server = serve_process(root, "--grace-s", "10")
+    return server.proc, server.port, server.lines
 
 
 def test_sigterm_drains_cleanly(
