@@ -33,7 +33,6 @@ from retrieval.searcher import Hits, Searcher
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ShadowConfig:
     """How many live queries are re-run exactly, and how much CPU that may take."""
