@@ -283,13 +283,54 @@ def load(path: Path, *, expected_dimension: int | None = None) -> Artifact:
     except RuntimeError as exc:
         raise ArtifactError(f"{version_dir / INDEX_FILE}: FAISS cannot read it: {exc}") from exc
     ads = read_ads(version_dir / ADS_FILE)
-    xb = np.load(version_dir / EMBEDDINGS_FILE, mmap_mode="r")
-    if index.d != d or xb.shape != (len(ads), d) or index.ntotal != len(ads):
+    stored = np.load(version_dir / EMBEDDINGS_FILE, mmap_mode="r")
+    if index.d != d or stored.shape != (len(ads), d) or index.ntotal != len(ads):
         raise ArtifactError(
             f"{version_dir}: inconsistent artifact: index d={index.d} ntotal={index.ntotal}, "
-            f"embeddings {xb.shape}, {len(ads)} ads, manifest dimension {d}"
+            f"embeddings {stored.shape}, {len(ads)} ads, manifest dimension {d}"
         )
+    xb = _refine_vectors(index)
+    if xb is None:
+        xb = stored
+    else:  # one copy of the vectors in memory: the re-ranking stage's (checked against the file)
+        rows = np.unique(np.linspace(0, len(ads) - 1, min(len(ads), 16)).astype(np.int64))
+        if len(ads) and not np.array_equal(xb[rows], stored[rows]):
+            raise ArtifactError(
+                f"{version_dir / EMBEDDINGS_FILE}: rows differ from the index's own vectors"
+            )
     return Artifact(path=version_dir, manifest=manifest, index=index, ads=ads, embeddings=xb)
+
+
+class _Borrowed:
+    """Lends a numpy view of memory that FAISS owns, keeping its owner alive (``arr.base``)."""
+
+    def __init__(self, owner: object, address: int, shape: tuple[int, int]):
+        self.owner = owner
+        self.__array_interface__ = {
+            "shape": shape,
+            "typestr": "<f4",
+            "data": (address, True),  # read-only
+            "version": 3,
+        }
+
+
+def _refine_vectors(index: faiss.Index) -> np.ndarray | None:
+    """The (n, d) float32 vectors an ``RFlat`` re-ranking stage holds, as a read-only view.
+
+    Serving reads them for exact plans, shadow recall and validation instead of mapping
+    embeddings.npy too: the same vectors, held once. None for other index types.
+    """
+    import faiss
+
+    outer = faiss.downcast_index(index)
+    if not isinstance(outer, faiss.IndexRefine):
+        return None
+    flat = faiss.downcast_index(outer.refine_index)
+    if not isinstance(flat, faiss.IndexFlat) or flat.ntotal == 0:
+        return None
+    n, d = int(flat.ntotal), int(flat.d)
+    address = faiss.rev_swig_ptr(flat.get_xb(), n * d).__array_interface__["data"][0]
+    return np.asarray(_Borrowed(index, address, (n, d)))
 
 
 def list_versions(root: Path) -> list[str]:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from indexer import artifact
 from indexer.artifact import ArtifactError
 from indexer.build import BuildConfig, BuildResult, build
-from indexer.manifest import SCHEMA, Manifest
+from indexer.manifest import SCHEMA, FileEntry, Manifest
 from indexer.records import AdRecord
 
 
@@ -104,3 +106,24 @@ def test_failed_build_leaves_previous_version_and_no_debris(
     assert artifact.list_versions(tmp_path) == sorted(
         [first.version_dir.name, second.version_dir.name]
     )
+
+
+def test_serving_holds_one_copy_of_the_vectors(built_index: BuildResult, tmp_path: Path) -> None:
+    """With an RFlat stage the artifact's embeddings are the index's own vectors (no second
+    copy), they outlive the Artifact object, and embeddings.npy must agree with them."""
+    stored = np.load(built_index.version_dir / artifact.EMBEDDINGS_FILE)
+    xb = artifact.load(built_index.version_dir).embeddings  # the Artifact itself is gone
+    gc.collect()
+    assert not isinstance(xb, np.memmap) and not xb.flags.writeable
+    np.testing.assert_array_equal(xb, stored)
+    version = _copy_version(built_index, tmp_path)
+    np.save(version / artifact.EMBEDDINGS_FILE, stored[::-1].copy())  # rows no longer match ids
+    manifest = artifact.read_manifest(version)
+    entry = FileEntry(
+        artifact._sha256(version / artifact.EMBEDDINGS_FILE),
+        (version / artifact.EMBEDDINGS_FILE).stat().st_size,
+    )
+    files = {**manifest.files, artifact.EMBEDDINGS_FILE: entry}
+    (version / artifact.MANIFEST).write_text(replace(manifest, files=files).dumps())
+    with pytest.raises(ArtifactError, match="rows differ from the index's own vectors"):
+        artifact.load(version)
