@@ -1,4 +1,11 @@
-"""Catalog -> embeddings -> trained FAISS index -> published artifact version."""
+"""Catalog -> embeddings -> trained FAISS index -> published artifact version.
+
+A build has two halves. Getting the records and their vectors (:class:`Vectors`) is the
+engine's: in this process (:func:`build`), or on a Ray cluster (``indexer.ray_build``, loaded
+only for ``engine="ray"``). Everything after is shared by both engines
+(:func:`index_and_publish`): choosing the index, training and filling it (an engine may bring
+its own :data:`IndexMaker`), the recall gate, the manifest and the atomic publish.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -20,11 +27,13 @@ from indexer import artifact
 from indexer.ann import normalize
 from indexer.catalog import read_catalog, write_rejects
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
+from indexer.embedding_cache import CACHE_DIR, CacheKey, Encode, embed_with_cache, embedder_identity
 from indexer.manifest import (
     DEFAULT_TEXT_SEPARATOR,
     BuildInfo,
     CatalogInfo,
     Counts,
+    EmbeddingInfo,
     IndexSpec,
     Manifest,
     ModelInfo,
@@ -64,7 +73,7 @@ class RecallBelowTarget(BuildError):
 class BuildConfig:
     """One build: where the catalog is, where versions go, and how to index."""
 
-    catalog: Path
+    catalog: Path  # a file, or a directory of catalog files (indexer.catalog.catalog_files)
     out: Path
     model: Path | None = None  # None: the installed all-MiniLM-L6-v2
     index_factory: str | None = None  # None: chosen from corpus size (indexer.params)
@@ -88,6 +97,10 @@ class BuildConfig:
     # delete) acknowledged after this moment are replayed on top of the new version; None
     # takes the catalog file's modification time.
     snapshot_at: datetime | None = None
+    # Reuse the vectors of texts embedded before (indexer.embedding_cache), kept in
+    # embedding_cache_dir (None: OUT/embedding-cache).
+    embedding_cache: bool = True
+    embedding_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.text_fields:
@@ -106,6 +119,13 @@ class BuildConfig:
                 f"{self.max_eval_queries} and {self.eval_budget_s}"
             )
 
+    @property
+    def cache_root(self) -> Path | None:
+        """The embedding cache directory, or None when caching is off."""
+        if not self.embedding_cache:
+            return None
+        return self.embedding_cache_dir or self.out / CACHE_DIR
+
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -123,15 +143,36 @@ def timeit(stage: str, timings: dict[str, float]) -> Iterator[None]:
     logger.info("%s: %.2f s", stage, timings[stage])
 
 
+@dataclass(frozen=True)
+class Vectors:
+    """Records and their vectors, ready to index: what every engine hands the shared stages."""
+
+    catalog: Catalog
+    xb: np.ndarray  # (n, d) float32 unit rows; row i = catalog.records[i] = FAISS id i
+    model: ModelInfo
+    embedding: EmbeddingInfo | None = None  # text catalogs: embedded vs reused
+
+
+# Trains an index of ``params`` and adds xb with ids 0..n-1: (xb, params, seed) -> index.
+IndexMaker = Callable[[np.ndarray, IndexParams, int], faiss.Index]
+
+
 def embed_catalog(
     catalog: Catalog,
     config: BuildConfig,
     embedder: Embedder | None,
-) -> tuple[np.ndarray, ModelInfo]:
+    *,
+    encode: Encode | None = None,
+) -> Vectors:
     """Vectors for every record: the catalog's own, or the model's embedding of its text.
 
-    Returns:
-        (xb, model): xb of shape (n, d), float32, unit rows; what the manifest records.
+    Args:
+        catalog: the records.
+        config: the build (model, text fields, embedding cache).
+        embedder: the embedder that names the vectors (identity, dimension); None loads
+            ``config.model``.
+        encode: embeds the texts the cache does not have (default: ``embedder.encode`` here;
+            the Ray engine passes its actor pool).
     """
     if catalog.embeddings is not None:
         xb = normalize(catalog.embeddings, inplace=True)  # the build owns the catalog's matrix
@@ -139,11 +180,20 @@ def embed_catalog(
             embedder = embedder or SentenceTransformerEmbedder(config.model)
             if embedder.dimension != xb.shape[1]:
                 raise BuildError(
-                    f"{catalog.source}:{catalog.lines[0]}: embedding: dimension {xb.shape[1]} "
+                    f"{catalog.location(0)}: embedding: dimension {xb.shape[1]} "
                     f"differs from the query model {embedder.model_name} ({embedder.dimension}-d)"
                 )
-        name = embedder.model_name if embedder is not None else "precomputed"
-        return xb, ModelInfo(name, int(xb.shape[1]), "catalog embeddings")
+        if embedder is None:
+            return Vectors(
+                catalog, xb, ModelInfo("precomputed", int(xb.shape[1]), "catalog embeddings")
+            )
+        model = ModelInfo(
+            embedder.model_name,
+            int(xb.shape[1]),
+            "catalog embeddings",
+            embedder=embedder_identity(embedder),
+        )
+        return Vectors(catalog, xb, model)
     embedder = embedder or SentenceTransformerEmbedder(config.model)
     model = ModelInfo(
         embedder.model_name,
@@ -151,28 +201,48 @@ def embed_catalog(
         "text",
         text_fields=config.text_fields,
         text_separator=config.text_separator,
+        embedder=embedder_identity(embedder),
     )
-    xb = embedder.encode([model.text_of(r) for r in catalog.records], progress=True)
-    return xb, model
+    key = CacheKey(model.embedder, model.text_fields, model.text_separator, model.dimension)
+    local = embedder
+
+    def encode_here(texts: list[str]) -> np.ndarray:
+        return local.encode(texts, progress=True)
+
+    texts = [model.text_of(r) for r in catalog.records]
+    xb, info = embed_with_cache(texts, key, encode or encode_here, config.cache_root)
+    return Vectors(catalog, xb, model, info)
 
 
-def train_index(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
-    """Create the index from its factory string, train it on a seeded sample, add everything."""
+def train_empty(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
+    """Create the index from its factory string and train it on a seeded sample of xb."""
     n, d = xb.shape
     index = faiss.index_factory(d, params.index_factory, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=params.train_size, replace=False))
     index.train(xb[sample])
+    return index
+
+
+def train_index(xb: np.ndarray, params: IndexParams, seed: int) -> faiss.Index:
+    """Train on a seeded sample, add everything (the in-process :data:`IndexMaker`)."""
+    index = train_empty(xb, params, seed=seed)
     index.add(xb)  # FAISS ids 0..n-1 follow catalog order: row i of ads.jsonl
     return index
 
 
-def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResult:
+def build(
+    config: BuildConfig,
+    *,
+    embedder: Embedder | None = None,
+    embedder_factory: Callable[[], Embedder] | None = None,
+) -> BuildResult:
     """Read, embed, index and atomically publish a new artifact version.
 
     Args:
         config: what to build.
         embedder: an already loaded embedder (tests, the demo); default loads ``config.model``.
+        embedder_factory: makes the embedder if ``embedder`` is None.
 
     Raises:
         CatalogError: invalid records (and ``skip_invalid`` is off).
@@ -180,6 +250,8 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
             ``allow_below_target`` is off); nothing is written under ``config.out``.
         BuildError: anything else that stops the build; the previous version keeps serving.
     """
+    if embedder is None and embedder_factory is not None:
+        embedder = embedder_factory()
     timings: dict[str, float] = {}
     faiss.omp_set_num_threads(config.threads)
     with timeit("Reading catalog", timings):
@@ -187,7 +259,28 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
             config.catalog, skip_invalid=config.skip_invalid, text_fields=config.text_fields
         )
     with timeit(f"Embedding {len(catalog.records)} ads", timings):
-        xb, model = embed_catalog(catalog, config, embedder)
+        vectors = embed_catalog(catalog, config, embedder)
+    return index_and_publish(vectors, config, timings)
+
+
+def index_and_publish(
+    vectors: Vectors,
+    config: BuildConfig,
+    timings: dict[str, float],
+    *,
+    make_index: IndexMaker = train_index,
+    nodes: int = 1,
+) -> BuildResult:
+    """The stages every engine shares: plan, train and add, recall gate, manifest, publish.
+
+    Args:
+        vectors: the records and their vectors.
+        config: the build.
+        timings: seconds per stage so far; the stages here add theirs.
+        make_index: trains the index and adds xb in catalog order (default: in this process).
+        nodes: machines the build ran on (the manifest records it).
+    """
+    catalog, xb = vectors.catalog, vectors.xb
     n, d = xb.shape
     params, queries = _plan(config, xb)
     logger.info(
@@ -200,7 +293,7 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
     )
     with timeit("Training and adding", timings):
         try:
-            index = train_index(xb, params, seed=config.seed)
+            index = make_index(xb, params, config.seed)
         except RuntimeError as exc:  # FAISS C++ errors arrive as RuntimeError
             raise BuildError(f"FAISS could not build {params.index_factory!r}: {exc}") from exc
     with timeit(f"Evaluating recall@{config.recall_k} on {len(queries.xq)} queries", timings):
@@ -215,7 +308,7 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         )
         if catalog.rejects:
             write_rejects(catalog.rejects, staged / artifact.REJECTS_FILE)
-        manifest = _manifest(catalog, params, model, tuning, point, timings, config)
+        manifest = _manifest(vectors, params, tuning, point, timings, config, nodes)
         manifest = artifact.publish(config.out, staged, version=version, manifest=manifest)
     return BuildResult(version_dir=config.out / version, manifest=manifest)
 
@@ -311,19 +404,22 @@ def _versions(names: Sequence[str]) -> dict[str, str]:
 
 
 def _snapshot_time(config: BuildConfig, catalog: Catalog) -> datetime:
-    snap = config.snapshot_at or datetime.fromtimestamp(catalog.source.stat().st_mtime, UTC)
+    files = [f for f, _ in catalog.files] or [catalog.source]  # a directory: its newest file
+    mtime = max(f.stat().st_mtime for f in files)
+    snap = config.snapshot_at or datetime.fromtimestamp(mtime, UTC)
     return snap if snap.tzinfo else snap.replace(tzinfo=UTC)  # naive times are UTC
 
 
 def _manifest(
-    catalog: Catalog,
+    vectors: Vectors,
     params: IndexParams,
-    model: ModelInfo,
     tuning: Tuning,
     point: OperatingPoint,
     timings: dict[str, float],
     config: BuildConfig,
+    nodes: int,
 ) -> Manifest:
+    catalog, model = vectors.catalog, vectors.model
     n = len(catalog.records)
     paused = sum(r.status == "paused" for r in catalog.records)
     software = ["adindex", "faiss-cpu", "sentence-transformers", "torch", "numpy"]
@@ -341,6 +437,13 @@ def _manifest(
         search=SearchDefaults(point.nprobe, point.k_factor, DEFAULT_MIN_RERANK),
         counts=Counts(ads=n, active=n - paused, paused=paused, rejected=len(catalog.rejects)),
         catalog=CatalogInfo(str(catalog.source), catalog.sha256, _snapshot_time(config, catalog)),
-        build=BuildInfo(dict(timings), config.threads, platform.node(), _versions(software)),
+        build=BuildInfo(
+            dict(timings),
+            config.threads,
+            platform.node(),
+            _versions(software),
+            nodes=nodes,
+        ),
         quality=replace(tuning.to_quality(max_memory_mb=config.max_memory_mb), chosen=point),
+        embedding=vectors.embedding,
     )
