@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -70,6 +71,28 @@ class RecallBelowTarget(BuildError):
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    """How ``engine="ray"`` uses a Ray cluster (``indexer.ray_build``, docs/scale-out.md)."""
+
+    # None: start a local Ray for this build and stop it after; else join the cluster at this
+    # address ("host:port" of its GCS, as ``ray start --head`` prints, or "auto").
+    address: str | None = None
+    num_cpus: int | None = None  # CPUs of a local Ray (None: every core); unused with address
+    # Embedding actors, each loading the model once (None: one per cpus_per_actor CPUs of the
+    # cluster). They run after the catalog is read, so they may take every CPU.
+    actors: int | None = None
+    cpus_per_actor: int = 1  # CPUs reserved per actor = its torch / OpenMP threads
+    batch_size: int = 256  # texts per actor call
+    add_block_rows: int = 100_000  # vectors per parallel FAISS add task
+
+    def __post_init__(self) -> None:
+        for name in ("num_cpus", "actors", "cpus_per_actor", "batch_size", "add_block_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ray {name} must be >= 1; got {value}")
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """One build: where the catalog is, where versions go, and how to index."""
 
@@ -97,6 +120,9 @@ class BuildConfig:
     # delete) acknowledged after this moment are replayed on top of the new version; None
     # takes the catalog file's modification time.
     snapshot_at: datetime | None = None
+    # Where the records and vectors are made: in this process, or on a Ray cluster.
+    engine: Literal["local", "ray"] = "local"
+    ray: RayOptions = field(default_factory=RayOptions)
     # Reuse the vectors of texts embedded before (indexer.embedding_cache), kept in
     # embedding_cache_dir (None: OUT/embedding-cache).
     embedding_cache: bool = True
@@ -118,6 +144,8 @@ class BuildConfig:
                 f"max_eval_queries must be >= 1 and eval_budget_s > 0; got "
                 f"{self.max_eval_queries} and {self.eval_budget_s}"
             )
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray'; got {self.engine!r}")
 
     @property
     def cache_root(self) -> Path | None:
@@ -240,9 +268,10 @@ def build(
     """Read, embed, index and atomically publish a new artifact version.
 
     Args:
-        config: what to build.
+        config: what to build; ``config.engine == "ray"`` runs it on Ray (``indexer.ray_build``).
         embedder: an already loaded embedder (tests, the demo); default loads ``config.model``.
-        embedder_factory: makes the embedder if ``embedder`` is None.
+        embedder_factory: makes the embedder where it runs (each Ray actor; here, if
+            ``embedder`` is None); it must be picklable for Ray.
 
     Raises:
         CatalogError: invalid records (and ``skip_invalid`` is off).
@@ -250,6 +279,18 @@ def build(
             ``allow_below_target`` is off); nothing is written under ``config.out``.
         BuildError: anything else that stops the build; the previous version keeps serving.
     """
+    if config.engine == "ray":
+        if embedder is not None:
+            raise ValueError(
+                "engine 'ray' makes its embedders on the workers: pass embedder_factory"
+            )
+        try:
+            from indexer.ray_build import build_on_ray
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "ray":
+                raise
+            raise BuildError("engine 'ray' needs Ray: pip install 'adindex[ray]'") from exc
+        return build_on_ray(config, embedder_factory=embedder_factory)
     if embedder is None and embedder_factory is not None:
         embedder = embedder_factory()
     timings: dict[str, float] = {}
@@ -423,6 +464,7 @@ def _manifest(
     n = len(catalog.records)
     paused = sum(r.status == "paused" for r in catalog.records)
     software = ["adindex", "faiss-cpu", "sentence-transformers", "torch", "numpy"]
+    software += ["ray"] if config.engine == "ray" else []
     return Manifest(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         dimension=model.dimension,
@@ -442,6 +484,7 @@ def _manifest(
             config.threads,
             platform.node(),
             _versions(software),
+            engine=config.engine,
             nodes=nodes,
         ),
         quality=replace(tuning.to_quality(max_memory_mb=config.max_memory_mb), chosen=point),
