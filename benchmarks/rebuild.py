@@ -64,7 +64,7 @@ def timed_build(catalog: Path, out: Path, *args: str) -> tuple[float, Path, floa
 
 
 def record(
-    run: str, config: RebuildConfig, wall: float, version: Path, load: tuple[float, float]
+    run: str, config: RebuildConfig, wall: float, version: Path, load: tuple[float, float], sha: str
 ) -> dict[str, object]:
     m = read_manifest(version)
     e, q = m.embedding, m.quality
@@ -91,7 +91,7 @@ def record(
         "load_1m_before": load[0],
         "load_1m_after": load[1],
         "host": platform.node(),
-        "git_sha": git_sha(),
+        "git_sha": sha,
     }
 
 
@@ -112,20 +112,21 @@ def run(config: RebuildConfig, results: Path) -> list[dict[str, object]]:
     records = generate_catalog(config.ads, seed=config.seed)
     write_catalog_jsonl(records, catalog)
     args = ["--threads", str(config.threads)] if config.threads else []
+    sha = git_sha()  # of the code at the start (the builds run for a long while)
     lines = []
     wall, version, *load = timed_build(catalog, out, *args)
-    lines.append(record("first", config, wall, version, (load[0], load[1])))
+    lines.append(record("first", config, wall, version, (load[0], load[1]), sha))
     first = wall
     write_catalog_jsonl(change(records, config.changed, "new season"), catalog)
     wall, version, *load = timed_build(catalog, out, *args)
-    lines.append(record("rebuild", config, wall, version, (load[0], load[1])))
+    lines.append(record("rebuild", config, wall, version, (load[0], load[1]), sha))
     lines.append({"name": "rebuild", "run": "speedup", "n": config.ads, "engine": "local",
                   "first_s": round(first, 2), "rebuild_s": round(wall, 2),
-                  "speedup": round(first / wall, 1), "git_sha": git_sha()})  # fmt: skip
+                  "speedup": round(first / wall, 1), "git_sha": sha})  # fmt: skip
     if config.ray_rebuild:
         write_catalog_jsonl(change(records, config.changed, "winter"), catalog)  # new changes
         wall, version, *load = timed_build(catalog, out, *args, "--engine", "ray")
-        lines.append(record("rebuild-ray", config, wall, version, (load[0], load[1])))
+        lines.append(record("rebuild-ray", config, wall, version, (load[0], load[1]), sha))
     with results.open("a", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line, sort_keys=True) + "\n")
