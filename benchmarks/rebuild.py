@@ -133,9 +133,39 @@ def run(config: RebuildConfig, results: Path) -> list[dict[str, object]]:
     return lines
 
 
+def report(results: Path) -> str:
+    """The docs' markdown table of the runs in ``results`` (docs/scale-out.md)."""
+    runs = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    out = [
+        "| N | changed | build | engine | wall s | embedding stage s | embedded | reused "
+        "| recall@100 | load 1m before/after | git |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        if r["run"] == "speedup":
+            continue
+        embed = next((v for k, v in r["stages_s"].items() if k.startswith("Embedding")), None)
+        out.append(
+            f"| {r['n']:,} | {r['changed']:,} | {r['run']} | {r['engine']} | {r['wall_s']:.1f} "
+            f"| {embed} | {r['embedded']:,} | {r['reused']:,} | {r['recall_at_k']} "
+            f"| {r['load_1m_before']} / {r['load_1m_after']} | {r['git_sha']} |"
+        )
+    out.append("")
+    for r in runs:
+        if r["run"] == "speedup":
+            out.append(
+                f"- N = {r['n']:,}: first build {r['first_s']:.0f} s, rebuild {r['rebuild_s']:.0f} s: "
+                f"**{r['speedup']}x** faster end to end"
+            )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     d = RebuildConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--report", type=Path, help="print the markdown table of a results file and exit"
+    )
     p.add_argument("--ads", type=int, default=d.ads, help="catalog size (default: %(default)s)")
     p.add_argument("--changed", type=float, default=d.changed,
                    help="share of ads changed between the builds (default: %(default)s)")  # fmt: skip
@@ -148,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=Path("benchmarks/results/rebuild.jsonl"),
                    help="JSON lines appended here (default: %(default)s)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
     args.results.parent.mkdir(parents=True, exist_ok=True)
     config = RebuildConfig(args.ads, args.changed, work=args.work, ray_rebuild=args.ray_rebuild,
                            threads=args.threads)  # fmt: skip
