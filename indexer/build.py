@@ -74,8 +74,9 @@ class RecallBelowTarget(BuildError):
 class RayOptions:
     """How ``engine="ray"`` uses a Ray cluster (``indexer.ray_build``, docs/scale-out.md)."""
 
-    # None: start a local Ray for this build and stop it after; else join the cluster at this
-    # address ("host:port" of its GCS, as ``ray start --head`` prints, or "auto").
+    # None: start a local Ray for this build and stop it after (unless RAY_ADDRESS is set);
+    # else join the cluster at this address ("host:port" of its GCS, as ``ray start --head``
+    # prints, or "auto").
     address: str | None = None
     num_cpus: int | None = None  # CPUs of a local Ray (None: every core); unused with address
     # Embedding actors, each loading the model once (None: one per cpus_per_actor CPUs of the

@@ -105,22 +105,22 @@ def build_on_ray(
 def ray_session(options: RayOptions, timings: dict[str, float]) -> Iterator[int]:
     """Connect to the cluster (or start a local Ray) for the build; yields its node count.
 
-    A connection that was open before is used and left open; one opened here is closed, and
-    a local Ray started here is stopped with it: no Ray process outlives the build.
+    Without an address (nor ``RAY_ADDRESS``) a local Ray is started. A connection that was open
+    before is used and left open; one opened here is closed, and a local Ray started here is
+    stopped with it: no Ray process outlives the build.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports from a build
     if ray.is_initialized():
         yield _alive_nodes()
         return
-    if options.address is not None:
-        _check_reachable(options.address)
+    address = options.address or os.environ.get("RAY_ADDRESS")  # Ray's own convention
+    if address:
+        _check_reachable(address)
         with timeit("Joining a Ray cluster", timings):
             try:
-                ray.init(address=options.address, include_dashboard=False)
+                ray.init(address=address, include_dashboard=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise BuildError(
-                    f"cannot join the Ray cluster at {options.address}: {exc}"
-                ) from exc
+                raise BuildError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     else:
         with timeit("Starting a local Ray", timings):
             ray.init(num_cpus=options.num_cpus or os.cpu_count() or 1, include_dashboard=False)

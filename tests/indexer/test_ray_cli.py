@@ -50,6 +50,7 @@ def test_engine_ray_starts_and_stops_its_own_ray(
     catalog, _ = write_sample(tmp_path / "sample", n_ads=300, n_users=1)
     out = tmp_path / "ray"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)  # a local Ray of its own, not a cluster this shell points at
     argv = [sys.executable, "-m", "retrieval.cli", "build", "--catalog", str(catalog),
             "--out", str(out), "--engine", "ray", "--threads", "1"]  # fmt: skip
     # Its own session: whatever the build starts (GCS, raylet, workers) stays in it.
