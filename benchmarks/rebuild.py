@@ -113,23 +113,26 @@ def run(config: RebuildConfig, results: Path) -> list[dict[str, object]]:
     write_catalog_jsonl(records, catalog)
     args = ["--threads", str(config.threads)] if config.threads else []
     sha = git_sha()  # of the code at the start (the builds run for a long while)
-    lines = []
+    lines: list[dict[str, object]] = []
+
+    def keep(line: dict[str, object]) -> None:  # written at once: a later failure keeps it
+        lines.append(line)
+        with results.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(line, sort_keys=True) + "\n")
+
     wall, version, *load = timed_build(catalog, out, *args)
-    lines.append(record("first", config, wall, version, (load[0], load[1]), sha))
+    keep(record("first", config, wall, version, (load[0], load[1]), sha))
     first = wall
     write_catalog_jsonl(change(records, config.changed, "new season"), catalog)
     wall, version, *load = timed_build(catalog, out, *args)
-    lines.append(record("rebuild", config, wall, version, (load[0], load[1]), sha))
-    lines.append({"name": "rebuild", "run": "speedup", "n": config.ads, "engine": "local",
+    keep(record("rebuild", config, wall, version, (load[0], load[1]), sha))
+    keep({"name": "rebuild", "run": "speedup", "n": config.ads, "engine": "local",
                   "first_s": round(first, 2), "rebuild_s": round(wall, 2),
                   "speedup": round(first / wall, 1), "git_sha": sha})  # fmt: skip
     if config.ray_rebuild:
         write_catalog_jsonl(change(records, config.changed, "winter"), catalog)  # new changes
         wall, version, *load = timed_build(catalog, out, *args, "--engine", "ray")
-        lines.append(record("rebuild-ray", config, wall, version, (load[0], load[1]), sha))
-    with results.open("a", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, sort_keys=True) + "\n")
+        keep(record("rebuild-ray", config, wall, version, (load[0], load[1]), sha))
     return lines
 
 

@@ -123,7 +123,10 @@ def ray_session(options: RayOptions, timings: dict[str, float]) -> Iterator[int]
                 raise BuildError(f"cannot join the Ray cluster at {address}: {exc}") from exc
     else:
         with timeit("Starting a local Ray", timings):
-            ray.init(num_cpus=options.num_cpus or os.cpu_count() or 1, include_dashboard=False)
+            # "local": a Ray of its own, even where `ray start` runs a cluster on this machine
+            # (which ray.init() without an address would join).
+            cpus = options.num_cpus or os.cpu_count() or 1
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False)
     try:
         nodes = _alive_nodes()
         logger.info("Ray: %d node(s), %s CPUs", nodes, ray.cluster_resources().get("CPU", 0))

@@ -202,6 +202,22 @@ def test_actors_with_another_embedder_are_refused(cluster: Cluster, tmp_path: Pa
     assert artifact.list_versions(tmp_path / "idx") == []
 
 
+def test_without_an_address_a_build_starts_its_own_ray(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even while a cluster runs on this machine (``ray.init()`` alone would join it); the
+    cluster fixture then checks that this Ray's processes are gone too."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    records = generate_catalog(200)
+    path = tmp_path / "ads.jsonl"
+    xb = HashEmbedder().encode([r.title for r in records])
+    write_catalog_jsonl(records, path, embeddings=xb)  # no model: no actors to wait for
+    config = _config(path, tmp_path / "idx", engine="ray", ray=RayOptions(num_cpus=1))
+    m = build(config).manifest
+    assert (m.build.engine, m.build.nodes, m.counts.ads) == ("ray", 1, 200)
+    assert "Starting a local Ray" in m.build.seconds
+
+
 def test_no_cluster_at_the_address_fails_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
