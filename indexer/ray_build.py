@@ -164,6 +164,7 @@ def _cpus() -> int:
 def _read_file(path: Path, text_fields: tuple[str, ...]) -> CatalogPart | Exception:
     """One catalog file, checked on a worker; a file-level error comes back as the value, so
     the driver raises it unchanged (not wrapped in a Ray error)."""
+    pa.set_cpu_count(1)  # Arrow's decoding pool, sized to the one CPU the task reserved
     try:
         return read_part(path, text_fields)
     except (CatalogError, OSError) as exc:
