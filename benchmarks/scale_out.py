@@ -78,6 +78,7 @@ def ray_head(cpus: int) -> Iterator[str]:
         _, alive = psutil.wait_procs(started, timeout=30)
         for p in alive:
             p.kill()
+        proc.wait(timeout=30)
 
 
 def _sid(pid: int) -> int:

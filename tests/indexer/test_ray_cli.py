@@ -11,12 +11,15 @@ import numpy as np
 import psutil
 import pytest
 
+from benchmarks.scale_out import ray_head
 from indexer import artifact
 from indexer.ann import exact_search, recall_at_k, search_params
 from indexer.build import BuildConfig, build
+from indexer.catalog import write_catalog_jsonl
 from indexer.embedding import SentenceTransformerEmbedder
 from indexer.queries import catalog_queries
-from indexer.sample import write_sample
+from indexer.sample import generate_catalog, write_sample
+from support import HashEmbedder
 
 pytest.importorskip("ray", reason="the [ray] extra is not installed (make test installs it)")
 
@@ -74,3 +77,21 @@ def test_engine_ray_starts_and_stops_its_own_ray(
     xq = catalog_queries(xb, 200, seed=5).xq
     r_ray, r_local = _recall(on_ray, xq), _recall(local.version_dir, xq)
     assert r_ray >= 0.9 and abs(r_ray - r_local) <= 0.01, (r_ray, r_local)
+
+
+def test_engine_ray_joins_a_cluster_started_with_ray_start(tmp_path: Path) -> None:
+    """``ray start --head`` turns token authentication on; the build presents the token."""
+    records = generate_catalog(300)
+    path = tmp_path / "ads.jsonl"
+    xb = HashEmbedder().encode([r.title for r in records])
+    write_catalog_jsonl(records, path, embeddings=xb)  # no model to load: the join is the test
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    out = tmp_path / "idx"
+    with ray_head(1) as address:
+        argv = [sys.executable, "-m", "retrieval.cli", "build", "--catalog", str(path),
+                "--out", str(out), "--engine", "ray", "--ray-address", address]  # fmt: skip
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    m = artifact.read_manifest(artifact.resolve(out))
+    assert (m.build.engine, m.counts.ads) == ("ray", 300)
+    assert "Joining a Ray cluster" in m.build.seconds
