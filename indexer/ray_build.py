@@ -115,8 +115,7 @@ def ray_session(options: RayOptions, timings: dict[str, float]) -> Iterator[int]
         return
     address = options.address or os.environ.get("RAY_ADDRESS")  # Ray's own convention
     if address:
-        _check_reachable(address)
-        _token_auth_if_available()
+        _check_reachable(address)  # (the token: indexer._env)
         with timeit("Joining a Ray cluster", timings):
             try:
                 ray.init(address=address, include_dashboard=False)
@@ -134,20 +133,6 @@ def ray_session(options: RayOptions, timings: dict[str, float]) -> Iterator[int]
         yield nodes
     finally:
         ray.shutdown()
-
-
-def _token_auth_if_available() -> None:
-    """Present the cluster token when this machine has one (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
-    or ~/.ray/auth_token). ``ray start --head`` enables token authentication by default in Ray
-    2.60, but a driver joining it with RAY_AUTH_MODE unset does not, and is refused
-    (InvalidAuthToken, measured); a driver in token mode also joins clusters without it."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # moved in another Ray: RAY_AUTH_MODE=token still works by hand
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _alive_nodes() -> int:
