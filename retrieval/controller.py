@@ -59,6 +59,8 @@ class ControllerConfig:
 
     enabled: bool = True  # off: serve each version's build point, never move it
     max_nprobe: int = 0  # largest nprobe it may choose; 0 = nlist
+    # Smallest nprobe it may choose (the server raises it to the lists holding recall_k ads on
+    # average: below that most searches come up short and widen, costing more, not less).
     min_nprobe: int = 1
     max_k_factor: int = 16
     # Largest cost of a point it may move to, in ms per query as measured by the probes (one
@@ -197,8 +199,8 @@ class PointPolicy:
         self.target = target
         self.refine = refine
         hi = min(config.max_nprobe or nlist, nlist)
-        lo = min(config.min_nprobe, hi)
-        self.point = SearchPoint(min(max(start.nprobe, lo), hi), max(start.k_factor, 1))
+        self.point = SearchPoint(max(min(start.nprobe, hi), 1), max(start.k_factor, 1))
+        lo = min(config.min_nprobe, self.point.nprobe)  # a start below the floor may stay
         self._nprobes = ladder(lo, hi, extra=self.point.nprobe)
         k_hi = max(config.max_k_factor, self.point.k_factor)
         self._k_factors = _k_ladder(k_hi, extra=self.point.k_factor) if refine else []

@@ -21,7 +21,9 @@ One :class:`~retrieval.controller.PointPolicy` per served version (the policy it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -81,8 +83,13 @@ class RecallControl:
                     "Resuming the learned operating point of %s: %s (build: %s, %d moves, last %s)",
                     searcher.version, start, searcher.build_point, learned.moves, learned.last_move,
                 )  # fmt: skip
+            # Fewer lists than hold recall_k ads on average come up short and widen (x4).
+            floor = math.ceil(quality.recall_k * searcher.nlist / max(searcher.ntotal, 1))
+            config = dataclasses.replace(
+                self.config, min_nprobe=max(self.config.min_nprobe, min(floor, searcher.nlist))
+            )
             policy = PointPolicy(
-                self.config,
+                config,
                 target=quality.target_recall,
                 start=start,
                 nlist=searcher.nlist,

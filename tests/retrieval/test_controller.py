@@ -133,6 +133,8 @@ def test_max_nprobe_bound_then_k_factor_then_at_bound() -> None:
 def test_start_point_is_clamped_to_the_bounds() -> None:
     assert policy(P(96, 4), max_nprobe=64).point == P(64, 4)
     assert policy(P(96, 4), nlist=32).point == P(32, 4)
+    assert min(p.nprobe for p in policy(P(12, 4), min_nprobe=8).probes()) == 8
+    assert policy(P(2, 4), min_nprobe=8).point == P(2, 4)  # below the floor: kept, never lowered
 
 
 def test_latency_budget_excludes_slow_points() -> None:
