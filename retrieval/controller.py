@@ -68,7 +68,7 @@ class ControllerConfig:
     max_search_ms: float = 10.0
     min_samples: int = 24  # samples at the current point before any move
     settle_samples: int = 96  # ... before lowering, and before shadow samples at its steady rate
-    hold_samples: int = 256  # a point not shown to hold the target after this many is raised
+    hold_samples: int = 128  # a point not shown to hold the target after this many is raised
     headroom: float = 0.005  # a raise aims at target + headroom; a lower needs it held
     z: float = 1.645  # one-sided 95% normal bound
     sd_floor: float = 0.02  # per-query recall spread assumed at least (all-1.0 samples)
@@ -127,7 +127,7 @@ class RecallStats:
         return self._w * self._w / self._ww if self._ww else 0.0
 
     def half_width(self, z: float, sd_floor: float) -> float:
-        if not self._w:
+        if self.n_eff <= 0:
             return math.inf
         var = max(self._wxx / self._w - self.mean**2, 0.0)
         return z * max(math.sqrt(var), sd_floor) / math.sqrt(self.n_eff)

@@ -51,6 +51,8 @@ class _Version:
     target: float
     recall_k: int
     moves_before: int  # moves learned by earlier runs (kept in the store)
+    # Read by request threads (which never touch the policy, owned by the shadow thread).
+    unsettled: bool = False
     warned_at_bound: bool = False
 
 
@@ -103,6 +105,7 @@ class RecallControl:
             target=quality.target_recall if quality else 0.0,
             recall_k=quality.recall_k if quality else 0,
             moves_before=learned.moves if learned else 0,
+            unsettled=policy is not None,
         )
         with self._lock:
             for old in list(self._versions):
@@ -138,7 +141,7 @@ class RecallControl:
 
     def unsettled(self, version: str) -> bool:
         entry = self._versions.get(version)
-        return entry is not None and entry.policy is not None and not entry.policy.settled
+        return entry is not None and entry.unsettled
 
     def measured(self, samples: Sequence[Measured]) -> None:
         """Score the served answers and the probe points' answers; move if the policy says so."""
@@ -160,6 +163,7 @@ class RecallControl:
                     self.config.max_nprobe or "nlist", self.config.max_k_factor,
                     self.config.max_search_ms or "no budget",
                 )  # fmt: skip
+            entry.unsettled = not entry.policy.settled
             self._export(entry)
 
     def _observe(self, entry: _Version, policy: PointPolicy, samples: Sequence[Measured]) -> None:
