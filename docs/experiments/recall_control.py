@@ -255,6 +255,31 @@ def _git_sha() -> str:
                           text=True, cwd=ROOT, check=False).stdout.strip()  # fmt: skip
 
 
+def exact_costs(sizes: tuple[int, ...] = (20_000, 1_000_000), d: int = 384) -> list[dict[str, Any]]:
+    """CPU time of shadow's exact pass (``exact_search``, one thread) per group of 16 queries."""
+    from threadpoolctl import threadpool_limits
+
+    from indexer.ann import exact_search, omp_threads
+
+    rows = []
+    rng = np.random.default_rng(0)
+    with threadpool_limits(1, user_api="blas"), omp_threads(1):
+        for n in sizes:
+            xb = rng.standard_normal((n, d), dtype=np.float32)
+            xq = rng.standard_normal((16, d), dtype=np.float32)
+            cpu = []
+            for _ in range(3):
+                t = time.process_time()
+                exact_search(xb, xq, K)
+                cpu.append(time.process_time() - t)
+            rows.append({"kind": "exact_cost", "nb": n, "d": d, "group": 16, "k": K,
+                         "cpu_s_per_group": [round(c, 3) for c in cpu], "threads": 1,
+                         "load_avg": os.getloadavg(), "git_sha": _git_sha()})  # fmt: skip
+            logger.info("%s", rows[-1])
+            del xb
+    return rows
+
+
 def table(path: Path) -> str:
     """The docs table (docs/serving.md) from the ``kind=run`` rows of a results file."""
     out = [
@@ -300,11 +325,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default="", help="a name for these rows (e.g. the machine's state)")
     p.add_argument("--out", type=Path, help="append the JSON lines here")
     p.add_argument("--table", type=Path, help="only print the docs table of this results file")
+    p.add_argument("--exact-costs", action="store_true", help="only time the exact pass")
     args = p.parse_args(argv)
     if args.table:
         print(table(args.table))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.exact_costs:
+        rows = exact_costs()
+        if args.out:
+            with args.out.open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+        return 0
     work = args.work / f"{args.dataset}-{args.nb}"
     work.mkdir(parents=True, exist_ok=True)
     xb, xq, build_queries = dataset(args.dataset, args.nb, args.warmup + args.measure, work)
