@@ -27,6 +27,9 @@ controller aims at target + ``headroom``:
 - **Lower** only after ``settle_samples`` at the current point with its lower bound at or above
   the aim, to the cheapest probed point below it whose own lower bound, over at least
   ``settle_samples`` samples, is at or above the aim too (measured to hold, not predicted).
+  That bound counts at most ``hold_samples`` samples: a long window would narrow it enough to
+  lower to a point that, current again, could not show the target within ``hold_samples``
+  fresh samples and would be raised from (flapping).
 - **Settled** (shadow back at its steady rate) once ``settle_samples`` samples at the current
   point put its lower bound at or above the target, or when no allowed point measures better.
   Until then, and again whenever later samples put it in doubt, shadow samples more. A move
@@ -126,11 +129,13 @@ class RecallStats:
         """Effective sample size of the decayed weights (Kish)."""
         return self._w * self._w / self._ww if self._ww else 0.0
 
-    def half_width(self, z: float, sd_floor: float) -> float:
-        if self.n_eff <= 0:
+    def half_width(self, z: float, sd_floor: float, *, max_n: float = math.inf) -> float:
+        """z standard errors of the mean, counting at most ``max_n`` samples."""
+        n = min(self.n_eff, max_n)
+        if n <= 0:
             return math.inf
         var = max(self._wxx / self._w - self.mean**2, 0.0)
-        return z * max(math.sqrt(var), sd_floor) / math.sqrt(self.n_eff)
+        return z * max(math.sqrt(var), sd_floor) / math.sqrt(n)
 
 
 @dataclass(frozen=True)
@@ -230,12 +235,15 @@ class PointPolicy:
         at = self.estimate()
         return at is not None and at.count >= self.config.settle_samples and at.lower >= self.target
 
-    def estimate(self, point: SearchPoint | None = None) -> Estimate | None:
-        """Recall measured at ``point`` (default: the current one) since the last move."""
+    def estimate(
+        self, point: SearchPoint | None = None, *, max_n: float = math.inf
+    ) -> Estimate | None:
+        """Recall measured at ``point`` (default: the current one) since the last move; bounds
+        as if from at most ``max_n`` samples."""
         stats = self._stats.get(point or self.point)
         if stats is None or not stats.count:
             return None
-        h = stats.half_width(self.config.z, self.config.sd_floor)
+        h = stats.half_width(self.config.z, self.config.sd_floor, max_n=max_n)
         return Estimate(stats.mean, stats.mean - h, stats.mean + h, stats.count)
 
     def probes(self) -> tuple[SearchPoint, ...]:
@@ -300,11 +308,13 @@ class PointPolicy:
                  if not any(_above(p, q) for q, _ in found)]  # fmt: skip
         return min(below, key=lambda pe: (self._cost_ms.get(pe[0], math.inf), pe[0]))
 
-    def _measured(self, *, above: bool, samples: int) -> list[tuple[SearchPoint, Estimate]]:
+    def _measured(
+        self, *, above: bool, samples: int, max_n: float = math.inf
+    ) -> list[tuple[SearchPoint, Estimate]]:
         """Probed points above (or below) the current one with at least ``samples`` samples."""
         out = []
         for p in self._stats:
-            est = self.estimate(p)
+            est = self.estimate(p, max_n=max_n)
             side = _above(p, self.point) if above else _above(self.point, p)
             if side and est is not None and est.count >= samples:
                 out.append((p, est))
@@ -338,8 +348,12 @@ class PointPolicy:
         return None
 
     def _lower(self, at: Estimate) -> Move | None:
-        settle = self.config.settle_samples
-        cheaper = [(p, e) for p, e in self._measured(above=False, samples=settle)
+        # The cheaper point's bound counts at most hold_samples samples: once current, it must
+        # show the target within that many (fresh) samples, so a point that only passes on a
+        # long window would be raised from again (flapping).
+        c = self.config
+        cheaper = [(p, e) for p, e in self._measured(above=False, samples=c.settle_samples,
+                                                     max_n=c.hold_samples)
                    if e.lower >= self.aim]  # fmt: skip
         if not cheaper:
             return None

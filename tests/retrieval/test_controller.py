@@ -164,6 +164,24 @@ def test_no_lowering_without_margin_over_the_target() -> None:
     assert pol.decide() is None  # the lower bound at 0.956 - 0.002 never reaches target + 0.005
 
 
+@pytest.mark.parametrize(("cheaper_mean", "lowered"), [(0.958, False), (0.975, True)])
+def test_lowering_only_to_a_point_that_would_show_the_target_again(
+    cheaper_mean: float, lowered: bool
+) -> None:
+    # Over 2,000 samples the cheaper point's mean is known to +-0.002: a bound on all of them
+    # would let 0.958 pass the aim (0.955), then, current again, it would have to show 0.95 on
+    # 128 fresh samples (+-0.007), fail, and be raised from: flapping.
+    pol = policy(P(16, 4))
+    for i in range(2000):
+        pol.observe(P(16, 4), 0.99)
+        pol.observe(P(12, 4), cheaper_mean + (0.05 if i % 2 else -0.05))
+        move = pol.decide()
+        if move is not None:
+            break
+    assert (move is not None) == lowered
+    assert move is None or move.new == P(12, 4)
+
+
 def test_a_point_not_shown_to_hold_is_raised_after_hold_samples() -> None:
     pol = policy(P(8, 4), settle_samples=96, hold_samples=256)
     # recall 0.952 on average, 0.904 and 1.0 in turn: never credibly below the aim (0.955),
