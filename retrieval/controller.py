@@ -29,7 +29,8 @@ controller aims at target + ``headroom``:
   ``settle_samples`` samples, is at or above the aim too (measured to hold, not predicted).
   That bound counts at most ``hold_samples`` samples: a long window would narrow it enough to
   lower to a point that, current again, could not show the target within ``hold_samples``
-  fresh samples and would be raised from (flapping).
+  fresh samples and would be raised from (flapping). Back to a point it was raised from only
+  after ``window`` samples at the current point.
 - **Settled** (shadow back at its steady rate) once ``settle_samples`` samples at the current
   point put its lower bound at or above the target, or when no allowed point measures better.
   Until then, and again whenever later samples put it in doubt, shadow samples more. A move
@@ -211,6 +212,7 @@ class PointPolicy:
         self._k_factors = _k_ladder(k_hi, extra=self.point.k_factor) if refine else []
         self._stats: dict[SearchPoint, RecallStats] = {}  # since the current point became current
         self._cost_ms: dict[SearchPoint, float] = {}  # measured probe cost, moving average
+        self._raised_from: set[SearchPoint] = set()  # points that fell short since the start
         self.moves = 0
         self.at_bound = False  # a raise was due and no allowed point could help
 
@@ -288,6 +290,9 @@ class PointPolicy:
         elif at.count >= self.config.settle_samples and at.lower >= self.aim:
             move = self._lower(at)
         if move is not None:
+            if move.direction == "raise":
+                self._raised_from.add(move.old)
+            self._raised_from.discard(move.new)
             self.point = move.new
             self._stats.clear()
             self.moves += 1
@@ -351,10 +356,12 @@ class PointPolicy:
         # The cheaper point's bound counts at most hold_samples samples: once current, it must
         # show the target within that many (fresh) samples, so a point that only passes on a
         # long window would be raised from again (flapping).
+        # Back to a point it was raised from only after a whole window at the current one.
         c = self.config
         cheaper = [(p, e) for p, e in self._measured(above=False, samples=c.settle_samples,
                                                      max_n=c.hold_samples)
-                   if e.lower >= self.aim]  # fmt: skip
+                   if e.lower >= self.aim
+                   and (p not in self._raised_from or at.count >= c.window)]  # fmt: skip
         if not cheaper:
             return None
         p, e = self._cheapest(cheaper)

@@ -182,6 +182,20 @@ def test_lowering_only_to_a_point_that_would_show_the_target_again(
     assert move is None or move.new == P(12, 4)
 
 
+def test_back_to_a_point_it_was_raised_from_only_after_a_whole_window() -> None:
+    pol = policy(P(8, 4), refine=False)
+    feed_constant(pol, {P(8, 4): 0.9, P(12, 4): 0.97}, 24)
+    move = pol.decide()
+    assert move is not None and move.new == P(12, 4)
+    # Traffic turns easier: 8 now measures well above the aim, but it fell short before.
+    for _ in range(399):
+        feed_constant(pol, {P(12, 4): 0.99, P(8, 4): 0.985}, 1)
+        assert pol.decide() is None
+    feed_constant(pol, {P(12, 4): 0.99, P(8, 4): 0.985}, 1)
+    move = pol.decide()
+    assert move is not None and move.new == P(8, 4)
+
+
 def test_a_point_not_shown_to_hold_is_raised_after_hold_samples() -> None:
     pol = policy(P(8, 4), settle_samples=96, hold_samples=256)
     # recall 0.952 on average, 0.904 and 1.0 in turn: never credibly below the aim (0.955),
