@@ -10,8 +10,8 @@ recall@k (``indexer.ann.recall_per_query``) also counts a returned ad whose exac
 the k-th best exact score: it does not penalise an arbitrary pick among exact duplicates. Calls
 with an advertiser cap are skipped (their ideal answer is not a top k).
 
-The exact pass over n ads costs about n * d * 2 flops per query (measured on one core: 15 ms
-per group of 16 at 20k x 384, 0.79 s at 1M x 384; docs/results/recall_control.jsonl);
+The exact pass over n ads costs about n * d * 2 flops per query (measured on one core: 14 ms
+per group of 16 at 20k x 384, 0.65 s at 1M x 384; docs/results/recall_control.jsonl);
 ``max_duty`` bounds the share of one core it may use by sleeping after each pass.
 
 A listener (the recall controller, ``retrieval.recall_control``) may ask for more: which calls
