@@ -87,6 +87,9 @@ class OperatingPointStore:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
+        except OSError as exc:  # never keeps a version from loading
+            logger.warning("Cannot read %s (serving build points): %s", self.path, exc)
+            return {}
         try:
             obj = json.loads(text)
             if obj.get("schema") != SCHEMA:

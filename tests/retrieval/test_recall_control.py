@@ -275,3 +275,8 @@ def test_store_rewrites_atomically_and_forgets_versions_gone(
     with caplog.at_level(logging.WARNING):
         assert store.get("v2") is None  # a damaged file: build points, logged
     assert "Ignoring" in caplog.text
+    (tmp_path / OPERATING_POINTS_FILE).unlink()
+    (tmp_path / OPERATING_POINTS_FILE).mkdir()  # unreadable: never keeps a version from loading
+    with caplog.at_level(logging.WARNING):
+        assert store.read() == {}
+    assert "Cannot read" in caplog.text
