@@ -18,6 +18,7 @@ run out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import numpy as np
 
 from indexer import ann
 from indexer.artifact import AdMeta, Artifact
+from retrieval.controller import SearchPoint
 from retrieval.eligibility import Overlay, RequestFilter, View
 from retrieval.errors import DimensionMismatch, InvalidArgument
 from retrieval.targeting import TargetingIndex
@@ -53,18 +55,15 @@ class Hits:
     # the query exactly over the same sets. None only for hand-made Hits.
     mask: np.ndarray | None = None
     delta_mask: np.ndarray | None = None
+    k_factor: int = 0  # re-ranking depth of an ivf plan
+    # The default point the search started from (None: the request chose its nprobe); nprobe
+    # above may be wider (too few eligible ads reached). The recall controller counts the
+    # call's recall for this point.
+    default: SearchPoint | None = None
 
     def top(self, k: int) -> Hits:
         """The first ``k`` hits (a batch searched with the largest k of its calls)."""
-        return Hits(
-            self.ids[:k],
-            self.scores[:k],
-            self.plan,
-            self.nprobe,
-            self.view,
-            self.mask,
-            self.delta_mask,
-        )
+        return dataclasses.replace(self, ids=self.ids[:k], scores=self.scores[:k])
 
 
 class Searcher:
@@ -77,8 +76,10 @@ class Searcher:
         self.max_k = max_k
         self.exact_max_rows = exact_max_rows
         search = art.manifest.search
-        self.default_nprobe = search.nprobe
-        self.k_factor = search.k_factor
+        self.build_point = SearchPoint(search.nprobe, search.k_factor)
+        # The default point: one immutable tuple, read once per search and swapped whole by
+        # the recall controller (retrieval.recall_control), so a search never mixes two points.
+        self._point = self.build_point
         self.min_rerank = search.min_rerank
         self.nlist = art.manifest.index.nlist
         self.ntotal = int(art.index.ntotal)
@@ -106,6 +107,25 @@ class Searcher:
     @property
     def view(self) -> View:
         return self._view
+
+    @property
+    def point(self) -> SearchPoint:
+        """The default (nprobe, k_factor) of requests that choose no nprobe."""
+        return self._point
+
+    @property
+    def default_nprobe(self) -> int:
+        return self._point.nprobe
+
+    @property
+    def k_factor(self) -> int:
+        return self._point.k_factor
+
+    def set_point(self, point: SearchPoint) -> None:
+        """Serve ``point`` by default from the next search on (one reference assignment)."""
+        if not 1 <= point.nprobe <= self.nlist or point.k_factor < 1:
+            raise ValueError(f"point {point} outside nprobe [1, {self.nlist}], k_factor >= 1")
+        self._point = point
 
     @property
     def active_count(self) -> int:
@@ -200,18 +220,28 @@ class Searcher:
         mask, delta_mask = self._mask(view, flt), self._delta_mask(view, flt)
         m_main = view.main_count if mask is view.eligible else int(mask.sum())
         m_total = m_main + int(delta_mask.sum())
-        nprobe = nprobe or self.default_nprobe
+        point = self._point if not nprobe else self._point._replace(nprobe=nprobe)
         fetch = min(k, m_total) if not flt.max_per_advertiser else min(m_total, k * 4)
         while True:
-            ids, scores, plan, used = self._search_main(xq, fetch, nprobe, mask, m_main, view)
+            ids, scores, plan, used = self._search_main(xq, fetch, point, mask, m_main, view)
             ids, scores = self._merge_delta(xq, ids, scores, fetch, view, delta_mask)
             if flt.max_per_advertiser:
                 ids, scores = self._cap(ids, scores, k, flt.max_per_advertiser, view)
             if len(ids) >= k or fetch >= m_total:
-                return Hits(ids[:k], scores[:k], plan, used, view, mask, delta_mask)
+                kf = point.k_factor if plan == "ivf" else 0
+                default = None if nprobe else point
+                return Hits(ids[:k], scores[:k], plan, used, view, mask, delta_mask, kf, default)
             fetch = min(m_total, fetch * 4)  # the cap discarded too many: look deeper
 
-    def search_batch(self, xq: np.ndarray, k: int, nprobe: int = 0) -> list[Hits]:
+    def search_batch(
+        self,
+        xq: np.ndarray,
+        k: int,
+        nprobe: int = 0,
+        *,
+        point: SearchPoint | None = None,
+        view: View | None = None,
+    ) -> list[Hits]:
         """Unfiltered top-k for several queries in one FAISS call (micro-batching).
 
         Each row gets what ``search(row, k, nprobe)`` without a filter returns: the same view
@@ -222,38 +252,45 @@ class Searcher:
             xq: shape (nq, d), float32, rows already checked and normalised (``check_query``).
             k: candidates per query, in [1, max_k] (``check_limits``).
             nprobe: lists to probe, in [0, nlist]; 0 = the tuned default.
+            point: search at this (nprobe, k_factor) instead (shadow recall's probes).
+            view: the eligibility to search (default: the current one).
 
         Returns:
             One Hits per row of ``xq``.
         """
-        view = self._view
+        view = view or self._view
         delta_mask = view.delta.eligible
         fetch = min(k, view.main_count + int(delta_mask.sum()))
-        nprobe = nprobe or self.default_nprobe
+        current = self._point  # read once: the whole batch searches one point
+        default = current if point is None and not nprobe else None
+        if point is None:
+            point = current if not nprobe else current._replace(nprobe=nprobe)
         k_main = min(fetch, view.main_count)
         if k_main > 0:
-            params = self._params(nprobe, k_main, view.selector.sel)
+            params = self._params(point, k_main, view.selector.sel)
             D, I = self.artifact.index.search(np.ascontiguousarray(xq), k_main, params=params)
         out = []
         for i in range(len(xq)):
             q = xq[i : i + 1]
-            plan, used = ("ivf", nprobe) if k_main else ("exact", 0)
+            plan, used = ("ivf", point.nprobe) if k_main else ("exact", 0)
             if k_main == 0:
                 ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-            elif (I[i] >= 0).sum() < k_main and nprobe < self.nlist:  # rare: widen alone
+            elif (I[i] >= 0).sum() < k_main and point.nprobe < self.nlist:  # rare: widen alone
                 ids, scores, plan, used = self._search_main(
-                    q, fetch, nprobe, view.eligible, view.main_count, view
+                    q, fetch, point, view.eligible, view.main_count, view
                 )
             else:
                 keep = I[i] >= 0
                 ids, scores = I[i][keep], D[i][keep]
             ids, scores = self._merge_delta(q, ids, scores, fetch, view, delta_mask)
-            out.append(Hits(ids, scores, plan, used, view, view.eligible, delta_mask))
+            kf = point.k_factor if plan == "ivf" else 0
+            out.append(Hits(ids, scores, plan, used, view, view.eligible, delta_mask, kf, default))
         return out
 
     def _search_main(
-        self, xq: np.ndarray, k: int, nprobe: int, mask: np.ndarray, m: int, view: View
+        self, xq: np.ndarray, k: int, point: SearchPoint, mask: np.ndarray, m: int, view: View
     ) -> tuple[np.ndarray, np.ndarray, str, int]:
+        nprobe = point.nprobe
         k = min(k, m)
         if k == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), "exact", 0
@@ -267,7 +304,8 @@ class Searcher:
             selector = ann.BitmapSelector(mask)
             nprobe = min(self.nlist, math.ceil(nprobe * view.main_count / max(m, 1)))
         while True:
-            D, I = self.artifact.index.search(xq, k, params=self._params(nprobe, k, selector.sel))
+            params = self._params(point._replace(nprobe=nprobe), k, selector.sel)
+            D, I = self.artifact.index.search(xq, k, params=params)
             keep = I[0] >= 0  # FAISS pads with -1 when fewer than k eligible ads were reached
             if keep.sum() >= k or nprobe >= self.nlist:
                 return I[0][keep], D[0][keep], "ivf", nprobe
@@ -303,7 +341,12 @@ class Searcher:
                     break
         return ids[keep], scores[keep]
 
-    def _params(self, nprobe: int, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
+    def _params(self, point: SearchPoint, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
         return ann.search_params(
-            self.artifact.index, nprobe, self.k_factor, k, min_rerank=self.min_rerank, sel=sel
+            self.artifact.index,
+            point.nprobe,
+            point.k_factor,
+            k,
+            min_rerank=self.min_rerank,
+            sel=sel,
         )

@@ -1,7 +1,7 @@
 """``adindex serve``: its flags (limits, batching, metrics, TLS, logs) and its handler.
 
 Every default shown by ``--help`` is read from the config dataclasses (``ServerConfig``,
-``BatchConfig``, ``ShadowConfig``), the one place each is stated.
+``BatchConfig``, ``ShadowConfig``, ``ControllerConfig``), the one place each is stated.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from retrieval.admin_cli import TOKEN_ENV, admin_token
 from retrieval.batching import BatchConfig
+from retrieval.controller import ControllerConfig
 from retrieval.server import ServerConfig, serve
 from retrieval.shadow import ShadowConfig
 from retrieval.threads import default_alone_threads
@@ -97,6 +98,67 @@ def _batching_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _recall_control_flags(p: argparse.ArgumentParser) -> None:
+    c, s = ControllerConfig, ShadowConfig
+    add = p.add_argument
+    add(
+        "--recall-control",
+        type=_on_off,
+        default=c.enabled,
+        metavar="on|off",
+        help="move each version's default nprobe / k_factor so that shadow recall on live calls "
+        f"holds its target recall (default: {'on' if c.enabled else 'off'}; off serves the "
+        "build's point; docs/serving.md)",
+    )
+    add(
+        "--max-nprobe",
+        type=int,
+        default=c.max_nprobe,
+        help="largest default nprobe the controller may choose (default: %(default)s = nlist)",
+    )
+    add(
+        "--max-k-factor",
+        type=int,
+        default=c.max_k_factor,
+        help="largest default k_factor the controller may choose (default: %(default)s)",
+    )
+    add(
+        "--max-search-ms",
+        type=float,
+        default=c.max_search_ms,
+        help="the controller never moves to a point measured slower than this per query on one "
+        "thread; 0 = no budget (default: %(default)s)",
+    )
+    add(
+        "--control-min-samples",
+        type=int,
+        default=c.min_samples,
+        help="sampled calls at the current point before the controller moves it "
+        "(default: %(default)s; lowering waits for --control-settle-samples)",
+    )
+    add(
+        "--control-settle-samples",
+        type=int,
+        default=c.settle_samples,
+        help="sampled calls at a point before it is settled: shadow goes back to --shadow-rate, "
+        "and the controller may lower it (default: %(default)s)",
+    )
+    add(
+        "--unsettled-shadow-rate",
+        type=float,
+        default=s.unsettled_sample_rate,
+        help="share of default-point calls sampled while a version's point is unsettled "
+        "(default: %(default)s)",
+    )
+    add(
+        "--unsettled-shadow-duty",
+        type=float,
+        default=s.unsettled_max_duty,
+        help="share of one core shadow recall may use meanwhile (default: %(default)s; "
+        f"settled: {s.max_duty})",
+    )
+
+
 def _serve_flags(p: argparse.ArgumentParser) -> Handler:
     d = ServerConfig  # dataclass defaults live on the class
     add = p.add_argument
@@ -175,6 +237,7 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         help="log lines as text or JSON objects (default: %(default)s)",
     )
     _batching_flags(p)
+    _recall_control_flags(p)
     return cmd_serve
 
 
@@ -207,7 +270,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             index_poll_s=args.watch_interval_s,
             grace_s=args.grace_s,
             metrics_port=args.metrics_port,
-            shadow=ShadowConfig(sample_rate=args.shadow_rate),
+            shadow=ShadowConfig(
+                sample_rate=args.shadow_rate,
+                unsettled_sample_rate=args.unsettled_shadow_rate,
+                unsettled_max_duty=args.unsettled_shadow_duty,
+            ),
+            recall_control=ControllerConfig(
+                enabled=args.recall_control,
+                max_nprobe=args.max_nprobe,
+                max_k_factor=args.max_k_factor,
+                max_search_ms=args.max_search_ms,
+                min_samples=args.control_min_samples,
+                settle_samples=args.control_settle_samples,
+            ),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
         )

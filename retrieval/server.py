@@ -13,7 +13,8 @@ Limits: ``max_message_bytes`` (RESOURCE_EXHAUSTED), ``max_k`` (INVALID_ARGUMENT)
 (a call whose deadline passed while it was queued is not searched: DEADLINE_EXCEEDED) and
 ``max_active_calls`` queued plus running (more are refused at once: RESOURCE_EXHAUSTED).
 Background threads: the index watcher (``retrieval.watcher``), shadow recall
-(``retrieval.shadow``) and the metrics HTTP server.
+(``retrieval.shadow``, which also feeds the recall controller, ``retrieval.recall_control``)
+and the metrics HTTP server.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from indexer.embedding import Embedder
 from retrieval.admin import AdminService
 from retrieval.batching import BatchConfig, MicroBatcher
 from retrieval.client import DEFAULT_PORT
+from retrieval.controller import ControllerConfig
 from retrieval.interceptors import (
     AdminAuthInterceptor,
     CountingExecutor,
@@ -44,6 +46,7 @@ from retrieval.interceptors import (
     _Interceptor,
 )
 from retrieval.metrics import Metrics, MetricsHttp
+from retrieval.recall_control import RecallControl
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.service import RetrievalService
 from retrieval.shadow import ShadowConfig, ShadowRecall
@@ -82,6 +85,9 @@ class ServerConfig:
     model: Path | None = None  # model for embedding upserted text (default: the index's own)
     batching: BatchConfig | None = None  # None: single path (measured faster, docs/serving.md)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    # Moves each version's default (nprobe, k_factor) to hold its target recall on live
+    # traffic, measured by shadow recall (retrieval.recall_control; off: the build's point).
+    recall_control: ControllerConfig = field(default_factory=ControllerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no HTTP endpoint (metrics still kept in-process)
@@ -125,6 +131,7 @@ class RunningServer:
     executor: CountingExecutor  # the gRPC workers (calls run here)
     watcher: IndexWatcher | None = None
     shadow: ShadowRecall | None = None
+    control: RecallControl | None = None
     metrics_http: MetricsHttp | None = None
     drain_linger_s: float = 0.0
 
@@ -252,19 +259,26 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         for name in ("", SERVICE_NAME):
             health_servicer.set(name, status)
 
+    control = RecallControl(config.recall_control, metrics)
     state = IndexState(
         on_serving,
         max_k=config.max_k,
         exact_max_rows=config.exact_max_rows,
         metrics=metrics,
         validation=config.validation,
+        on_load=control.attach,
     )
     root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
     batcher = MicroBatcher(config.batching, metrics) if config.batching else None
-    shadow = ShadowRecall(config.shadow, metrics) if config.shadow.sample_rate > 0 else None
+    listener = control if config.recall_control.enabled else None
+    shadow = (
+        ShadowRecall(config.shadow, metrics, listener) if config.shadow.sample_rate > 0 else None
+    )
+    if config.recall_control.enabled and shadow is None:
+        logger.warning("Recall control needs shadow recall (--shadow-rate > 0): points stay put")
     threads = SearchThreads(busy=config.omp_threads, alone=config.alone_omp_threads)
     service = RetrievalService(
-        state, batcher=batcher, shadow=shadow, metrics=metrics, threads=threads
+        state, batcher=batcher, shadow=shadow, metrics=metrics, threads=threads, control=control
     )
     admin = AdminService(state, root, embedder=embedder, model=config.model)
     _register(server, service, admin, health_servicer)
@@ -272,9 +286,8 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     server.start()
     tls = "TLS" if config.tls_cert else "plaintext"
     logger.info("Listening on %s:%d (%s, %s)", config.host, port, SERVICE_NAME, tls)
-    running = RunningServer(
-        server, port, state, health_servicer, metrics, serving, executor, shadow=shadow
-    )
+    running = RunningServer(server, port, state, health_servicer, metrics, serving, executor)
+    running.shadow, running.control = shadow, control
     running.drain_linger_s = config.drain_linger_s
     if config.metrics_port is not None:
         running.metrics_http = MetricsHttp(metrics, config.metrics_host, config.metrics_port)

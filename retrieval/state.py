@@ -35,7 +35,8 @@ class IndexState:
     """Holds the current :class:`Searcher`; readers never lock (a reference read is atomic).
 
     ``on_serving(True)`` is called whenever a version starts serving, ``on_serving(False)`` at
-    creation and on :meth:`shutdown` (the server maps it to gRPC health).
+    creation and on :meth:`shutdown` (the server maps it to gRPC health). ``on_load`` sees each
+    accepted version before it serves (the recall controller sets its default point there).
     """
 
     def __init__(
@@ -46,8 +47,10 @@ class IndexState:
         exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
         metrics: Metrics | None = None,
         validation: ValidationConfig | None = None,
+        on_load: Callable[[Searcher], None] | None = None,
     ):
         self._on_serving = on_serving
+        self._on_load = on_load
         self._max_k = max_k
         self._exact_max_rows = exact_max_rows
         self._metrics = metrics or Metrics()
@@ -109,6 +112,8 @@ class IndexState:
                 logger.warning("Refused index version %s: %s", name, str(exc))
                 raise
             searcher = Searcher(art, max_k=self._max_k, exact_max_rows=self._exact_max_rows)
+            if self._on_load is not None:
+                self._on_load(searcher)
             self._metrics.index_events.labels("loaded").inc()
             replayed, previous = self._swap(searcher)
             self._metrics.index_load.observe(time.perf_counter() - started)

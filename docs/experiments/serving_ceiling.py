@@ -54,7 +54,7 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
     truth = np.load(index_root.parent / "truth.npy")[: 2 * TIMED, :k]
     # The server's own parameters (its k_factor and eligibility selector), from the searcher.
-    params = searcher._params(nprobe, k, searcher.view.selector.sel)
+    params = searcher._params(searcher.point._replace(nprobe=nprobe), k, searcher.view.selector.sel)
     faiss.omp_set_num_threads(1)
     _, found = art.index.search(xq, k, params=params)
     recall = recall_at_k(found, truth)

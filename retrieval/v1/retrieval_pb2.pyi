@@ -47,23 +47,25 @@ class Candidate(_message.Message):
     def __init__(self, ad_id: _Optional[str] = ..., advertiser_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
-    __slots__ = ("candidates", "index_version", "nprobe", "plan")
+    __slots__ = ("candidates", "index_version", "nprobe", "plan", "k_factor")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    K_FACTOR_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     index_version: str
     nprobe: int
     plan: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., index_version: _Optional[str] = ..., nprobe: _Optional[int] = ..., plan: _Optional[str] = ...) -> None: ...
+    k_factor: int
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., index_version: _Optional[str] = ..., nprobe: _Optional[int] = ..., plan: _Optional[str] = ..., k_factor: _Optional[int] = ...) -> None: ...
 
 class GetIndexInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class IndexInfo(_message.Message):
-    __slots__ = ("index_version", "created_at", "dimension", "metric", "index_factory", "model", "ad_count", "active_count", "paused_count", "default_nprobe", "max_k", "manifest_json")
+    __slots__ = ("index_version", "created_at", "dimension", "metric", "index_factory", "model", "ad_count", "active_count", "paused_count", "default_nprobe", "max_k", "manifest_json", "default_k_factor", "recall_control")
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,8 @@ class IndexInfo(_message.Message):
     DEFAULT_NPROBE_FIELD_NUMBER: _ClassVar[int]
     MAX_K_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_K_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    RECALL_CONTROL_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     created_at: str
     dimension: int
@@ -88,7 +92,9 @@ class IndexInfo(_message.Message):
     default_nprobe: int
     max_k: int
     manifest_json: str
-    def __init__(self, index_version: _Optional[str] = ..., created_at: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[str] = ..., index_factory: _Optional[str] = ..., model: _Optional[str] = ..., ad_count: _Optional[int] = ..., active_count: _Optional[int] = ..., paused_count: _Optional[int] = ..., default_nprobe: _Optional[int] = ..., max_k: _Optional[int] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    default_k_factor: int
+    recall_control: bool
+    def __init__(self, index_version: _Optional[str] = ..., created_at: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[str] = ..., index_factory: _Optional[str] = ..., model: _Optional[str] = ..., ad_count: _Optional[int] = ..., active_count: _Optional[int] = ..., paused_count: _Optional[int] = ..., default_nprobe: _Optional[int] = ..., max_k: _Optional[int] = ..., manifest_json: _Optional[str] = ..., default_k_factor: _Optional[int] = ..., recall_control: _Optional[bool] = ...) -> None: ...
 
 class EligibilityRequest(_message.Message):
     __slots__ = ("ad_ids", "campaign_ids", "advertiser_ids")
