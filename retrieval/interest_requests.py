@@ -225,9 +225,13 @@ class InterestRetrieval:
                 importance[i] += weight  # engagements with one pin add up
         xp = np.ascontiguousarray(table.embeddings[rows], dtype=np.float32)
         groups = pin_interests(
-            xp, importance, max_interests=max_interests, merge_cost=self.config.merge_cost
+            xp,
+            importance,
+            max_interests=max_interests,
+            merge_cost=self.config.merge_cost,
+            vector=self.config.pin_vector,
         )
-        xq = xp[[g.medoid for g in groups]]
+        xq = np.stack([g.vector for g in groups])
         pin_ids = [table.pin_ids[r] for r in rows]
         return xq, np.array([g.weight for g in groups]), groups, pin_ids, unknown
 

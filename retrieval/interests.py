@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrieval.eligibility import RequestFilter
+from retrieval.pin_interests import PinVector
 from retrieval.searcher import Hits, Searcher
 
 __all__ = ["InterestConfig", "InterestHits", "quotas", "search_interests"]
@@ -49,9 +50,11 @@ class InterestConfig:
     overfetch: float = 2.0  # first search depth per interest = its quota x this (dedup)
     pin_interests: int = 4  # interests kept from engaged pins when a request does not say
     half_life_s: float = 30 * 86_400.0  # engagement recency half-life when a request does not say
-    # Ward merge cost threshold for clustering engaged pins (retrieval.pin_interests); measured
-    # on the sample users' pins with all-MiniLM-L6-v2 (docs/interests.md).
+    # Ward merge cost threshold for clustering engaged pins, and what searches for a cluster
+    # (retrieval.pin_interests); measured on the sample users' pins with all-MiniLM-L6-v2
+    # (docs/interests.md).
     merge_cost: float = 0.65
+    pin_vector: PinVector = "mean"
 
     def __post_init__(self) -> None:
         if self.max_interests < 1 or self.max_engaged_pins < 1:

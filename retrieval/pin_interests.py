@@ -11,9 +11,10 @@
    while samples of two interests cost more the larger they are. So one threshold separates
    interests of any size (the default is measured in docs/interests.md).
 3. Each cluster's importance is the sum of its pins'; the ``max_interests`` most important
-   clusters become interests, weighted by importance, each searched with its medoid (the pin
-   closest, by importance-weighted cosine, to the cluster's other pins: an actual pin, robust
-   to an outlier, unlike the mean).
+   clusters become interests, weighted by importance. Each is searched with its medoid (the
+   pin closest, by importance-weighted cosine, to the cluster's other pins: PinnerSage's
+   choice, an actual pin, robust to an outlier) or with its importance-weighted mean
+   (``vector``; the default, measured in docs/interests.md, is on ``InterestConfig``).
 
 Pure numpy; n is at most the request's pin limit (a few hundred), so the O(n^2) memory and
 O(n^3) worst-case time of the plain algorithm stay in the milliseconds.
@@ -23,19 +24,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-__all__ = ["PinInterest", "pin_importance", "pin_interests", "ward_clusters"]
+from indexer.ann import normalize
+
+__all__ = ["PinInterest", "PinVector", "pin_importance", "pin_interests", "ward_clusters"]
+
+
+PinVector = Literal["medoid", "mean"]
 
 
 @dataclass(frozen=True)
 class PinInterest:
-    """One interest made from pins: which pins, which one searches, how much it weighs."""
+    """One interest made from pins: which pins, what searches, how much it weighs."""
 
     rows: tuple[int, ...]  # indexes into the pins given, medoid first
-    medoid: int  # index of the pin whose embedding searches
+    medoid: int  # index of the cluster's most central pin
     weight: float  # share of the kept clusters' importance (the interests' weights sum to 1)
+    vector: np.ndarray  # (d,) float32 unit query: the medoid's embedding or the cluster mean
 
 
 def pin_importance(
@@ -110,6 +118,7 @@ def pin_interests(
     *,
     max_interests: int,
     merge_cost: float,
+    vector: PinVector,
 ) -> list[PinInterest]:
     """Cluster pins and keep the most important clusters as interests.
 
@@ -118,6 +127,7 @@ def pin_interests(
         importance: (n,) float64 > 0, each pin's summed decayed engagement weight.
         max_interests: clusters kept, >= 1.
         merge_cost: Ward merge cost threshold (see :func:`ward_clusters`).
+        vector: what searches for a cluster: its medoid's embedding or its weighted mean.
 
     Returns:
         Interests, most important first; their weights sum to 1.
@@ -135,5 +145,10 @@ def pin_interests(
         medoid = int(rows[_medoid(np.asarray(xp[rows], dtype=np.float64), importance[rows])])
         others = sorted((r for r in rows.tolist() if r != medoid), key=lambda r: -importance[r])
         weight = float(mass[c]) / total if total > 0 and math.isfinite(total) else 1 / len(kept)
-        out.append(PinInterest((medoid, *others), medoid, weight))
+        if vector == "medoid" or len(rows) == 1:
+            x = np.asarray(xp[medoid], dtype=np.float32)
+        else:
+            mean = importance[rows] @ np.asarray(xp[rows], dtype=np.float64)
+            x = normalize(mean.reshape(1, -1))[0]
+        out.append(PinInterest((medoid, *others), medoid, weight, x))
     return out

@@ -74,7 +74,7 @@ def test_pin_interests_weights_medoids_and_cap() -> None:
     x, _ = _blobs([5, 3, 2], noise=0.08)
     importance = np.ones(10)
     importance[5:8] = 3.0  # the 3-pin cluster outweighs the 5-pin one
-    found = pin_interests(x, importance, max_interests=2, merge_cost=0.65)
+    found = pin_interests(x, importance, max_interests=2, merge_cost=0.65, vector="mean")
     assert [sorted(f.rows) for f in found] == [[5, 6, 7], [0, 1, 2, 3, 4]]
     assert [round(f.weight, 4) for f in found] == [round(9 / 14, 4), round(5 / 14, 4)]
     for f in found:
@@ -82,8 +82,13 @@ def test_pin_interests_weights_medoids_and_cap() -> None:
         assert f.rows[0] == f.medoid
         centrality = (x[rows] @ x[rows].T).sum(axis=1)
         assert f.medoid == rows[int(np.argmax(centrality))]
+        np.testing.assert_allclose(
+            f.vector, normalize((importance[rows] @ x[rows])[None])[0], atol=1e-6
+        )
+    medoids = pin_interests(x, importance, max_interests=2, merge_cost=0.65, vector="medoid")
+    assert [f.vector.tolist() for f in medoids] == [x[f.medoid].tolist() for f in found]
     with pytest.raises(ValueError, match="max_interests must be >= 1"):
-        pin_interests(x, importance, max_interests=0, merge_cost=0.65)
+        pin_interests(x, importance, max_interests=0, merge_cost=0.65, vector="mean")
 
 
 def test_interest_config_is_validated() -> None:
