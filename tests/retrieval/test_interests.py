@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -24,7 +24,7 @@ from retrieval import cli
 from retrieval.client import RetrievalClient, engaged_pin
 from retrieval.interests import InterestConfig, quotas
 from retrieval.server import RunningServer, ServerConfig, create_server
-from support import HashEmbedder
+from support import HashEmbedder, ServerProcess
 
 N, D, TOPICS = 6000, 32, 40
 PINS_PER_TOPIC = 5
@@ -361,3 +361,20 @@ def test_cli_retrieves_by_pins_interests_file_and_context_pin(
     assert cli.main(["retrieve", "--server", target, "--pin", w.pin_id(0), "--json"]) == 0
     expected = [c.ad_id for c in client.retrieve(w.xp[0], 10).candidates]
     assert [c["ad_id"] for c in json.loads(capsys.readouterr().out)["candidates"]] == expected
+
+
+def test_serve_flags_set_the_request_limits(
+    world: tuple[World, BuildResult], serve_process: Callable[..., ServerProcess]
+) -> None:
+    w, result = world
+    server = serve_process(
+        result.version_dir.parent, "--max-interests", "2", "--pin-interests", "1"
+    )
+    with RetrievalClient(f"127.0.0.1:{server.port}") as c:
+        assert c.info().max_interests == 2
+        code, details = _status(lambda: c.retrieve_for(5, interests=w.centres[:3]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == "interests: at most 2 per request, got 3"
+        pins = w.pins_of(1) + w.pins_of(2)
+        assert len(c.retrieve_for(5, engaged_pins=pins).interests) == 1  # --pin-interests
+        assert len(c.retrieve_for(5, engaged_pins=pins, max_interests=2).interests) == 2
