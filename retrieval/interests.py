@@ -26,6 +26,7 @@ With one interest this is exactly the single-embedding path (same FAISS calls, s
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -169,13 +170,12 @@ def _merge(
         The merged candidates, and whether an interest ran short while its list was cut at
         ``depth`` (deeper candidates exist: search deeper).
     """
+    ids = [h.ids.tolist() for h in hits]
+    scores_of = [h.scores.tolist() for h in hits]
     # Interest i's r-th candidate comes at (r + 1) / q_i; ties: heavier quota, then first.
-    turns = sorted(
-        ((r + 1) / q[i], -q[i], i, r)
-        for i, h in enumerate(hits)
-        if q[i] > 0
-        for r in range(len(h.ids))
-    )
+    turns = [(1 / int(q[i]), -int(q[i]), i) for i in range(len(hits)) if q[i] > 0 and ids[i]]
+    heapq.heapify(turns)
+    pos = [0] * len(hits)
     taken: dict[int, int] = {}  # row -> position in the result
     rows: list[int] = []
     scores: list[float] = []
@@ -183,10 +183,13 @@ def _merge(
     per_advertiser: dict[str, int] = {}
     contributed = np.zeros(len(hits), dtype=np.int64)
     view = hits[0].view if hits else searcher.view
-    for _, _, i, r in turns:
-        if contributed[i] >= q[i]:
-            continue
-        row, score = int(hits[i].ids[r]), float(hits[i].scores[r])
+    while turns:
+        _, neg_quota, i = heapq.heappop(turns)
+        r = pos[i]
+        pos[i] += 1
+        if pos[i] < len(ids[i]):
+            heapq.heappush(turns, ((pos[i] + 1) / -neg_quota, neg_quota, i))
+        row, score = ids[i][r], scores_of[i][r]
         at = taken.get(row)
         if at is not None:  # found again: credit this interest too
             found[at][i] = score
@@ -202,6 +205,9 @@ def _merge(
         scores.append(score)
         found.append({i: score})
         contributed[i] += 1
+        if contributed[i] >= q[i]:  # its quota is filled: it walks no further
+            turns = [t for t in turns if t[2] != i]
+            heapq.heapify(turns)
     starved = any(contributed[i] < q[i] and len(h.ids) >= depth for i, h in enumerate(hits))
     merged = InterestHits(
         ids=np.array(rows, dtype=np.int64),
