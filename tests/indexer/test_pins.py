@@ -20,6 +20,7 @@ from indexer.catalog import write_catalog_jsonl
 from indexer.manifest import Manifest
 from indexer.pins import PIN_EMBEDDINGS_FILE, PINS_FILE, read_pins
 from indexer.records import CatalogError
+from indexer.report import describe
 from support import HashEmbedder, clustered_vectors, make_records
 
 
@@ -59,6 +60,7 @@ def test_pins_are_embedded_with_the_ads_model_and_published(text_build: BuildRes
     np.testing.assert_allclose(art.pins.embeddings[row], expected, atol=1e-6)
     assert art.pins.lookup(["p1", "nope", "p2"]) == ([1, 2], ["nope"])
     assert Manifest.from_json(m.to_json()) == m
+    assert "pins      40 (0 rejected), text title+description, from " in describe(m)
 
 
 def test_version_without_pins_writes_no_pins_section(built_index: BuildResult) -> None:
