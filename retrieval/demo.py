@@ -134,10 +134,11 @@ def run_demo(config: DemoConfig) -> None:
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s. Paused ads are never returned.")
 
 
-def _categories(
+def _labels(
     response: retrieval_pb2.RetrieveResponse, records: dict[str, AdRecord]
-) -> list[str]:
-    return [category_of(records[c.ad_id]) for c in response.candidates]
+) -> list[tuple[str, str]]:
+    """(category, title) of each candidate."""
+    return [(category_of(records[c.ad_id]), records[c.ad_id].title) for c in response.candidates]
 
 
 def two_tastes(
@@ -163,11 +164,14 @@ def two_tastes(
         f"{i.weight:.2f} ({len(i.pin_ids)} pins, {i.quota} candidates)" for i in multi.interests
     )
     print(f"  The server made {len(multi.interests)} interests of the pins: {shares}")
-    left, right = _categories(averaged, records), _categories(multi, records)
-    print(f"  {'#':>2}  {'averaged embedding':<34} {'engaged pins (several interests)':<34}")
+    left, right = _labels(averaged, records), _labels(multi, records)
+    width = 48
+    print(f"  {'#':>2}  {'averaged embedding':<{width}} engaged pins (several interests)")
     for rank, (a, b) in enumerate(zip(left, right, strict=True), 1):
-        print(f"  {rank:>2}  {a:<34} {b:<34}")
-    for name, found in (("averaged", left), ("several interests", right)):
+        cells = [_shorten(f"{category}: {title}", width) for category, title in (a, b)]
+        print(f"  {rank:>2}  {cells[0]:<{width}} {cells[1]}")
+    for name, labels in (("averaged", left), ("several interests", right)):
+        found = [category for category, _ in labels]
         counts = ", ".join(f"{found.count(c)} {c}" for c in user.interests)
         print(f"  {name}: {counts}, {len(found) - sum(map(found.count, user.interests))} other")
 
