@@ -174,7 +174,12 @@ def _sample_flags(p: argparse.ArgumentParser) -> Handler:
     from indexer import sample
 
     add = p.add_argument
-    add("--out", type=Path, required=True, help="directory for catalog.jsonl and users.jsonl")
+    add(
+        "--out",
+        type=Path,
+        required=True,
+        help="directory for catalog.jsonl, users.jsonl and pins.jsonl (the users' pins)",
+    )
     add("--ads", type=int, default=sample.DEFAULT_ADS, help="number of ads (default: %(default)s)")
     add(
         "--users",
@@ -187,10 +192,10 @@ def _sample_flags(p: argparse.ArgumentParser) -> Handler:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from indexer.sample import write_sample
+    from indexer.sample import PINS_FILE, write_sample
 
     catalog, users = write_sample(args.out, n_ads=args.ads, n_users=args.users, seed=args.seed)
-    print(f"wrote {catalog} and {users}")
+    print(f"wrote {catalog}, {users} and {args.out / PINS_FILE} (for build --pins)")
     return 0
 
 
