@@ -13,6 +13,8 @@ Layout of an artifact root (``adindex build --out ROOT``)::
         embeddings.npy            (n, d) float32 unit vectors, row i = FAISS id i; kept for exact
                                   search, re-ranking checks and rebuilds without re-embedding
         rejects.jsonl             only when the build ran with --skip-invalid
+        pins.jsonl, pin_embeddings.npy, pin_rejects.jsonl
+                                  only when built with --pins: the pin table (indexer.pins)
 
 Publishing is atomic: everything is written into a hidden temporary directory beside the
 versions, fsynced, renamed into place, and only then is ``LATEST`` replaced (write, fsync,
@@ -41,6 +43,8 @@ from indexer.records import AdRecord, Targeting
 
 if TYPE_CHECKING:
     import faiss
+
+    from indexer.pins import PinTable
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +127,7 @@ class Artifact:
     index: faiss.Index
     ads: list[AdMeta]
     embeddings: np.ndarray  # (n, d) float32, memory-mapped read-only
+    pins: PinTable | None = None  # built with --pins: in the ads' space (same model, dimension)
 
     @property
     def version(self) -> str:
@@ -298,7 +303,15 @@ def load(path: Path, *, expected_dimension: int | None = None) -> Artifact:
             raise ArtifactError(
                 f"{version_dir / EMBEDDINGS_FILE}: rows differ from the index's own vectors"
             )
-    return Artifact(path=version_dir, manifest=manifest, index=index, ads=ads, embeddings=xb)
+    from indexer.pins import PinsError, load_pins  # here: FAISS-free readers stay light
+
+    try:
+        pins = load_pins(version_dir, manifest)
+    except PinsError as exc:
+        raise ArtifactError(str(exc)) from exc
+    return Artifact(
+        path=version_dir, manifest=manifest, index=index, ads=ads, embeddings=xb, pins=pins
+    )
 
 
 class _Borrowed:

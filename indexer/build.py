@@ -29,11 +29,13 @@ from indexer.manifest import (
     Manifest,
     ModelInfo,
     OperatingPoint,
+    PinsInfo,
     SearchDefaults,
 )
 from indexer.params import DEFAULT_MIN_RERANK, IndexParams, choose_params
+from indexer.pins import PinFile, PinsError, embed_pins, read_pins, write_pins
 from indexer.queries import QuerySet, catalog_queries, file_queries
-from indexer.records import DEFAULT_TEXT_FIELDS, Catalog
+from indexer.records import DEFAULT_TEXT_FIELDS, PIN_TEXT_FIELDS, Catalog
 from indexer.tuning import (
     Tuning,
     TuningConfig,
@@ -73,6 +75,9 @@ class BuildConfig:
     text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
     text_separator: str = DEFAULT_TEXT_SEPARATOR
     skip_invalid: bool = False
+    # A pins file to embed with the ads' model into the version's pin table (indexer.pins).
+    pins: Path | None = None
+    pin_text_fields: tuple[str, ...] = PIN_TEXT_FIELDS
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 1234
     # Recall gate (indexer.tuning): a version is published only if some measured
@@ -186,8 +191,20 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         catalog = read_catalog(
             config.catalog, skip_invalid=config.skip_invalid, text_fields=config.text_fields
         )
+    pin_file = None
+    if config.pins is not None:
+        with timeit("Reading pins", timings):
+            pin_file = read_pins(
+                config.pins, skip_invalid=config.skip_invalid, text_fields=config.pin_text_fields
+            )
+        text_model = catalog.embeddings is None or config.model is not None
+        if pin_file.embeddings is None and embedder is None and text_model:
+            embedder = SentenceTransformerEmbedder(config.model)  # one model: ads and pins
     with timeit(f"Embedding {len(catalog.records)} ads", timings):
         xb, model = embed_catalog(catalog, config, embedder)
+    if pin_file is not None:
+        with timeit(f"Embedding {len(pin_file.records)} pins", timings):
+            pins = _embed_pins(pin_file, model, embedder, config)
     n, d = xb.shape
     params, queries = _plan(config, xb)
     logger.info(
@@ -216,8 +233,20 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         if catalog.rejects:
             write_rejects(catalog.rejects, staged / artifact.REJECTS_FILE)
         manifest = _manifest(catalog, params, model, tuning, point, timings, config)
+        if pin_file is not None:
+            write_pins(staged, pin_file, pins[0])
+            manifest = replace(manifest, pins=pins[1])
         manifest = artifact.publish(config.out, staged, version=version, manifest=manifest)
     return BuildResult(version_dir=config.out / version, manifest=manifest)
+
+
+def _embed_pins(
+    pin_file: PinFile, model: ModelInfo, embedder: Embedder | None, config: BuildConfig
+) -> tuple[np.ndarray, PinsInfo]:
+    try:
+        return embed_pins(pin_file, model, embedder, text_fields=config.pin_text_fields)
+    except PinsError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 def _plan(config: BuildConfig, xb: np.ndarray) -> tuple[IndexParams, QuerySet]:

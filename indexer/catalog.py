@@ -16,11 +16,12 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from indexer.catalog_formats import read_csv, read_jsonl, read_parquet
-from indexer.catalog_validation import Builder
+from indexer.catalog_validation import Builder, RowBuilder
 from indexer.records import (
     DEFAULT_TEXT_FIELDS,
     FILE_FIELD,
@@ -56,18 +57,31 @@ def read_catalog(
         FileNotFoundError: if the file does not exist.
     """
     source = Path(path)
+    check_format(source)
+    builder = Builder(source, check_text_fields(text_fields))
+    return builder.finish(read_rows(source, builder), skip_invalid=skip_invalid)
+
+
+def check_format(source: Path) -> None:
+    """Raise CatalogError unless the suffix names a format the readers know."""
     suffix = source.suffix.lower()
     if suffix not in _SUFFIXES:
         message = f"unsupported catalog format {suffix or '(no suffix)'!r}: expected one of {', '.join(_SUFFIXES)}"
         raise CatalogError([Problem(str(source), 0, FILE_FIELD, message)], source)
-    builder = Builder(source, check_text_fields(text_fields))
+
+
+def read_rows(source: Path, builder: RowBuilder[Any]) -> str:
+    """Feed every row of a JSONL, CSV or Parquet file (by suffix) to ``builder``.
+
+    Returns:
+        The sha256 of the file bytes.
+    """
+    suffix = source.suffix.lower()
     if suffix == ".csv":
-        sha256 = read_csv(source, builder)
-    elif suffix == ".parquet":
-        sha256 = read_parquet(source, builder)
-    else:
-        sha256 = read_jsonl(source, builder)
-    return builder.finish(sha256, skip_invalid=skip_invalid)
+        return read_csv(source, builder)
+    if suffix == ".parquet":
+        return read_parquet(source, builder)
+    return read_jsonl(source, builder)
 
 
 def write_rejects(problems: Sequence[Problem], path: Path) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from indexer.records import DEFAULT_TEXT_FIELDS, AdRecord
+from indexer.records import DEFAULT_TEXT_FIELDS, PIN_TEXT_FIELDS, AdRecord
 
 SCHEMA = 2  # 1: the untyped manifest of adindex 0.1 (``format_version``)
 DEFAULT_TEXT_SEPARATOR = ". "
@@ -134,6 +134,26 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class PinsInfo:
+    """The version's pin table (``adindex build --pins``), in the ads' embedding space.
+
+    ``model`` and ``dimension`` repeat the ads' (``Manifest.model``): loading a version checks
+    they agree, so pins and ads of one version are always comparable.
+    """
+
+    count: int
+    model: str
+    dimension: int
+    source: Literal["text", "catalog embeddings"]
+    path: str  # the pins file it was built from
+    sha256: str
+    files: tuple[str, ...]  # the version's files holding the table (also in Manifest.files)
+    text_fields: tuple[str, ...] = PIN_TEXT_FIELDS
+    text_separator: str = DEFAULT_TEXT_SEPARATOR
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
 class FileEntry:
     sha256: str
     bytes: int
@@ -152,6 +172,7 @@ class Manifest:
     catalog: CatalogInfo
     build: BuildInfo
     quality: Quality | None = None  # None: not measured (e.g. benchmark artifacts)
+    pins: PinsInfo | None = None  # None: built without --pins
     metric: Literal["inner_product"] = "inner_product"
     normalized: bool = True
     version: str = ""  # set by publish
@@ -160,6 +181,8 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = _encode(self)
+        if self.pins is None:  # omitted: a version without pins stays readable by older readers
+            del out["pins"]
         return out
 
     def dumps(self) -> str:

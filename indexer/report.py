@@ -25,6 +25,9 @@ def describe(manifest: Manifest) -> str:
         f"search    nprobe {search.nprobe}, k_factor {search.k_factor}, "
         f"min_rerank {search.min_rerank}",
     ]
+    if (pins := manifest.pins) is not None:
+        how = "precomputed" if pins.source != "text" else f"text {'+'.join(pins.text_fields)}"
+        lines.append(f"pins      {pins.count} ({pins.rejected} rejected), {how}, from {pins.path}")
     quality = manifest.quality
     if quality is None:
         return "\n".join([*lines, "quality   not measured"])

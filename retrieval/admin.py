@@ -20,23 +20,20 @@ import numpy as np
 from indexer.ann import normalize
 from indexer.artifact import AdMeta, ArtifactError, resolve
 from indexer.catalog_validation import validate_row
-from indexer.embedding import DEFAULT_MODEL_NAME, Embedder, SentenceTransformerEmbedder
+from indexer.embedding import Embedder
 from indexer.manifest import ModelInfo
 from indexer.records import AdRecord
 from retrieval.changelog import Change, Op, apply_change, encode_vector
 from retrieval.eligibility import Overlay
-from retrieval.errors import InvalidArgument, NotFound, RetrievalError
+from retrieval.errors import FailedPrecondition, InvalidArgument, NotFound
 from retrieval.searcher import Searcher
 from retrieval.state import IndexState
+from retrieval.text_embedder import TextEmbedder
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 MAX_ADS_PER_UPSERT = 1000
-
-
-class FailedPrecondition(RetrievalError):
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
@@ -47,11 +44,11 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
         *,
         embedder: Embedder | None = None,
         model: Path | None = None,
+        text: TextEmbedder | None = None,
     ):
         self._state = state
         self._root = index_root
-        self._embedder = embedder
-        self._model = model
+        self._text = text or TextEmbedder(embedder, model)  # shared with Retrieve (pin text)
 
     # -- eligibility -------------------------------------------------------------------------
     def _unknown(self, request: retrieval_pb2.EligibilityRequest, overlay: Overlay) -> None:
@@ -129,20 +126,7 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
 
     # -- upsert ------------------------------------------------------------------------------
     def _embedder_for(self, searcher: Searcher) -> Embedder:
-        model = searcher.artifact.manifest.model
-        if self._embedder is None:
-            if self._model is None and model.name != DEFAULT_MODEL_NAME:
-                raise InvalidArgument(
-                    "ads.embedding",
-                    f"this index was built with model {model.name!r}, which this server cannot "
-                    "embed with; send embeddings, or start the server with --model",
-                )
-            self._embedder = SentenceTransformerEmbedder(self._model)
-        if self._embedder.dimension != searcher.dimension:
-            raise FailedPrecondition(
-                f"the server's model gives {self._embedder.dimension}-d vectors, the index is {searcher.dimension}-d"
-            )
-        return self._embedder
+        return self._text.for_version(searcher, "ads.embedding")
 
     def _vectors(
         self, ads: Sequence[retrieval_pb2.Ad], records: Sequence[AdRecord], searcher: Searcher

@@ -66,6 +66,17 @@ class Hits:
         return dataclasses.replace(self, ids=self.ids[:k], scores=self.scores[:k])
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The ads one request may see, read once from the view (``Searcher.scope``)."""
+
+    view: View
+    mask: np.ndarray  # (ntotal,) bool: eligible artifact rows
+    delta_mask: np.ndarray  # eligible upserted ads
+    m_main: int  # eligible artifact rows
+    m_total: int  # and upserted ads
+
+
 class Searcher:
     """Thread-safe search over one artifact; admin changes swap in a new eligibility view."""
 
@@ -140,26 +151,25 @@ class Searcher:
     def meta(self, row: int, view: View) -> AdMeta:
         return self.artifact.ads[row] if row < self.ntotal else view.delta.ads[row - self.ntotal]
 
-    def check_query(self, user_embedding: np.ndarray) -> np.ndarray:
-        """Validate and L2-normalise one query; returns shape (1, d) float32."""
+    def check_query(self, user_embedding: np.ndarray, field: str = "user_embedding") -> np.ndarray:
+        """Validate and L2-normalise one query; returns shape (1, d) float32.
+
+        ``field`` names the request field in errors (e.g. ``interests[1].embedding``).
+        """
         x = np.asarray(user_embedding, dtype=np.float32).reshape(1, -1)
         if x.shape[1] == 0:
-            raise InvalidArgument("user_embedding", "is empty")
+            raise InvalidArgument(field, "is empty")
         if x.shape[1] != self.dimension:
             raise DimensionMismatch(
-                "user_embedding",
+                field,
                 f"has {x.shape[1]} values, the index dimension is {self.dimension}",
             )
         bad = ~np.isfinite(x[0])
         if bad.any():
-            raise InvalidArgument(
-                "user_embedding", f"value at position {int(np.argmax(bad))} is not finite"
-            )
+            raise InvalidArgument(field, f"value at position {int(np.argmax(bad))} is not finite")
         norm = float(np.linalg.norm(x))
         if norm == 0.0:
-            raise InvalidArgument(
-                "user_embedding", "is the zero vector, which has no direction to search"
-            )
+            raise InvalidArgument(field, "is the zero vector, which has no direction to search")
         return x / norm
 
     def _mask(self, view: View, flt: RequestFilter) -> np.ndarray:
@@ -285,6 +295,66 @@ class Searcher:
             ids, scores = self._merge_delta(q, ids, scores, fetch, view, delta_mask)
             kf = point.k_factor if plan == "ivf" else 0
             out.append(Hits(ids, scores, plan, used, view, view.eligible, delta_mask, kf, default))
+        return out
+
+    def scope(self, flt: RequestFilter = _NO_FILTER) -> Scope:
+        """The ads a request with this filter may see, in the current view."""
+        view = self._view  # read once: every search of the request sees one state
+        mask, delta_mask = self._mask(view, flt), self._delta_mask(view, flt)
+        m_main = view.main_count if mask is view.eligible else int(mask.sum())
+        return Scope(view, mask, delta_mask, m_main, m_main + int(delta_mask.sum()))
+
+    def search_scope(self, xq: np.ndarray, k: int, nprobe: int, scope: Scope) -> list[Hits]:
+        """Top-k of each query among the scope's ads, in one FAISS call (several interests).
+
+        Each row gets what ``search`` finds for it without an advertiser cap: the same plan
+        (exact scan of a narrow filter's rows, or IVF with nprobe widened by the filter's
+        selectivity, and again for a row that reached fewer than k eligible ads), the same
+        merge of upserted ads.
+
+        Args:
+            xq: (nq, d) float32 unit rows (``check_query``).
+            k: candidates per query, >= 1.
+            nprobe: lists to probe for an unfiltered request; 0 = the tuned default.
+            scope: the request's eligible ads (``scope``).
+
+        Returns:
+            One Hits per row of ``xq``, best first.
+        """
+        view, mask, m_main = scope.view, scope.mask, scope.m_main
+        fetch = min(k, scope.m_total)
+        k_main = min(fetch, m_main)
+        point = self._point if not nprobe else self._point._replace(nprobe=nprobe)
+        default = None if nprobe else point
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        plan, used = "ivf", point.nprobe
+        if k_main == 0:
+            plan, used = "exact", 0
+            D = np.zeros((len(xq), 0), np.float32)
+            I = np.zeros((len(xq), 0), np.int64)
+        elif mask is not view.eligible and m_main <= self.exact_max_rows:
+            plan, used = "exact", 0
+            D, I = ann.exact_search(self._exact_xb, xq, k_main, eligible=mask)
+        else:
+            selector = view.selector if mask is view.eligible else ann.BitmapSelector(mask)
+            if mask is not view.eligible:
+                used = min(self.nlist, math.ceil(point.nprobe * view.main_count / max(m_main, 1)))
+            params = self._params(point._replace(nprobe=used), k_main, selector.sel)
+            D, I = self.artifact.index.search(xq, k_main, params=params)
+        out = []
+        for i in range(len(xq)):
+            q = xq[i : i + 1]
+            row_plan, row_used = plan, used
+            keep = I[i] >= 0
+            ids, scores = I[i][keep], D[i][keep]
+            if plan == "ivf" and len(ids) < k_main and used < self.nlist:  # rare: widen alone
+                ids, scores, row_plan, row_used = self._search_main(
+                    q, fetch, point, mask, m_main, view
+                )
+            ids, scores = self._merge_delta(q, ids, scores, fetch, view, scope.delta_mask)
+            kf = point.k_factor if row_plan == "ivf" else 0
+            hits = Hits(ids, scores, row_plan, row_used, view, mask, scope.delta_mask, kf, default)
+            out.append(hits)
         return out
 
     def _search_main(

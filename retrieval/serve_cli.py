@@ -17,6 +17,7 @@ from typing import Any
 from retrieval.admin_cli import TOKEN_ENV, admin_token
 from retrieval.batching import BatchConfig
 from retrieval.controller import ControllerConfig
+from retrieval.interests import InterestConfig
 from retrieval.server import ServerConfig, serve
 from retrieval.shadow import ShadowConfig
 from retrieval.threads import default_alone_threads
@@ -159,6 +160,46 @@ def _recall_control_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _interest_flags(p: argparse.ArgumentParser) -> None:
+    d = InterestConfig
+    add = p.add_argument
+    add(
+        "--max-interests",
+        type=int,
+        default=d.max_interests,
+        help="interests per Retrieve (also the most a request may keep from engaged pins) "
+        "(default: %(default)s)",
+    )
+    add(
+        "--max-engaged-pins",
+        type=int,
+        default=d.max_engaged_pins,
+        help="engaged pins per Retrieve (default: %(default)s)",
+    )
+    add(
+        "--pin-interests",
+        type=int,
+        default=d.pin_interests,
+        help="interests kept from engaged pins when a request does not say (default: %(default)s)",
+    )
+    add(
+        "--pin-half-life-days",
+        type=float,
+        default=d.half_life_s / 86_400,
+        help="an engagement this much older than a request's newest weighs half (default: "
+        "%(default)s)",
+    )
+
+
+def _interests(args: argparse.Namespace) -> InterestConfig:
+    return InterestConfig(
+        max_interests=args.max_interests,
+        max_engaged_pins=args.max_engaged_pins,
+        pin_interests=args.pin_interests,
+        half_life_s=args.pin_half_life_days * 86_400,
+    )
+
+
 def _serve_flags(p: argparse.ArgumentParser) -> Handler:
     d = ServerConfig  # dataclass defaults live on the class
     add = p.add_argument
@@ -188,7 +229,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         help="filters leaving at most this many eligible ads are scanned exactly (default: %(default)s)",
     )
     add(
-        "--model", type=Path, help="model for embedding upserted ad text (default: the index's own)"
+        "--model",
+        type=Path,
+        help="model for embedding upserted ad text and context pin text (default: the index's own)",
     )
     add("--workers", type=int, default=d.workers, help="gRPC worker threads (default: %(default)s)")
     add(
@@ -238,6 +281,7 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
     )
     _batching_flags(p)
     _recall_control_flags(p)
+    _interest_flags(p)
     return cmd_serve
 
 
@@ -285,6 +329,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            interests=_interests(args),
         )
     )
     return 0

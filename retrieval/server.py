@@ -45,12 +45,15 @@ from retrieval.interceptors import (
     ServingInterceptor,
     _Interceptor,
 )
+from retrieval.interest_requests import InterestRetrieval
+from retrieval.interests import InterestConfig
 from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.recall_control import RecallControl
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.service import RetrievalService
 from retrieval.shadow import ShadowConfig, ShadowRecall
 from retrieval.state import IndexState
+from retrieval.text_embedder import TextEmbedder
 from retrieval.threads import SearchThreads, default_alone_threads
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.validation import ValidationConfig
@@ -83,6 +86,8 @@ class ServerConfig:
         DEFAULT_EXACT_MAX_ROWS  # filters leaving at most this many ads scan exactly
     )
     model: Path | None = None  # model for embedding upserted text (default: the index's own)
+    # Several interests, engaged pins, context pins: limits, quotas, clustering (docs/interests.md)
+    interests: InterestConfig = field(default_factory=InterestConfig)
     batching: BatchConfig | None = None  # None: single path (measured faster, docs/serving.md)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     # Moves each version's default (nprobe, k_factor) to hold its target recall on live
@@ -277,10 +282,20 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
     if config.recall_control.enabled and shadow is None:
         logger.warning("Recall control needs shadow recall (--shadow-rate > 0): points stay put")
     threads = SearchThreads(busy=config.omp_threads, alone=config.alone_omp_threads)
-    service = RetrievalService(
-        state, batcher=batcher, shadow=shadow, metrics=metrics, threads=threads, control=control
+    text = TextEmbedder(embedder, config.model)  # one model: upserted ads and pin text
+    interests = InterestRetrieval(
+        state, config.interests, text=text, threads=threads, shadow=shadow
     )
-    admin = AdminService(state, root, embedder=embedder, model=config.model)
+    service = RetrievalService(
+        state,
+        batcher=batcher,
+        shadow=shadow,
+        metrics=metrics,
+        threads=threads,
+        control=control,
+        interests=interests,
+    )
+    admin = AdminService(state, root, text=text)
     _register(server, service, admin, health_servicer)
     port = _listen(server, config)
     server.start()

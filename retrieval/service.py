@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 
 from retrieval.batching import MicroBatcher
-from retrieval.eligibility import RequestFilter
+from retrieval.interest_requests import InterestRetrieval, query_kind, request_filter
 from retrieval.metrics import Metrics
 from retrieval.recall_control import RecallControl
 from retrieval.searcher import Hits, Searcher
@@ -27,7 +27,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
     """Answers Retrieve and GetIndexInfo from the state's current searcher.
 
     Unfiltered calls go through the micro-batcher when there is one; calls with a filter or an
-    advertiser cap always take the single-query path.
+    advertiser cap always take the single-query path. Calls with several interests, engaged
+    pins or a context pin go to ``retrieval.interest_requests``.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         metrics: Metrics | None = None,
         threads: SearchThreads | None = None,
         control: RecallControl | None = None,
+        interests: InterestRetrieval | None = None,
     ):
         self._state = state
         self._batcher = batcher
@@ -46,6 +48,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         self._metrics = metrics
         self._threads = threads
         self._control = control
+        self._interests = interests or InterestRetrieval(state, threads=threads, shadow=shadow)
 
     def _search(
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
@@ -53,14 +56,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         ticket = self._batcher.arrive() if self._batcher is not None else None
         try:
             searcher = self._state.current()  # one searcher for the whole call, even across a swap
-            flt = RequestFilter(
-                country=request.context.country,
-                locale=request.context.locale,
-                device=request.context.device,
-                exclude_ad_ids=frozenset(request.exclude_ad_ids),
-                exclude_advertiser_ids=frozenset(request.exclude_advertiser_ids),
-                max_per_advertiser=request.max_per_advertiser,
-            )
+            flt = request_filter(request)
             xq = np.asarray(request.user_embedding, dtype=np.float32)
             if ticket is not None and not flt.narrows and not flt.max_per_advertiser:
                 deadline = time.monotonic() + context.time_remaining()
@@ -83,6 +79,9 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
     def Retrieve(
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
     ) -> retrieval_pb2.RetrieveResponse:
+        kind = query_kind(request)
+        if kind != "user_embedding":
+            return self._interests.retrieve(request, kind)
         searcher, hits, xq = self._search(request, context)
         if self._shadow is not None:
             if request.max_per_advertiser:
@@ -127,4 +126,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             recall_control=self._control is not None and self._control.controlled(searcher.version),
             max_k=searcher.max_k,
             manifest_json=json.dumps(m.to_json(), sort_keys=True),
+            pin_count=len(searcher.artifact.pins or ()),
+            max_interests=self._interests.config.max_interests,
+            max_engaged_pins=self._interests.config.max_engaged_pins,
         )
