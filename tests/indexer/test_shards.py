@@ -164,8 +164,8 @@ def test_same_lists_probed_so_merged_ivf_flat_equals_one_index(
     three = build(config(tmp_path / "three", SHARDS)).version_dir
     shards = [artifact.load(three, shard=s) for s in range(SHARDS)]
     rng = np.random.default_rng(2)
-    xq = xb[rng.choice(len(xb), 100, replace=False)] + 0.3 * rng.standard_normal((100, xb.shape[1]))
-    xq = normalize(xq)
+    noise = 0.3 * rng.standard_normal((100, xb.shape[1]))
+    xq: np.ndarray = normalize(xb[rng.choice(len(xb), 100, replace=False)] + noise)
     k = 50
     D1, I1 = one.index.search(xq, k, params=search_params(one.index, 4, 1, k))
     row = {a.ad_id: i for i, a in enumerate(one.ads)}
