@@ -4,6 +4,7 @@
     ├── InvalidArgument            INVALID_ARGUMENT   (names the offending request field)
     │   └── DimensionMismatch      INVALID_ARGUMENT
     ├── NotFound                   NOT_FOUND
+    ├── VersionNotHeld             FAILED_PRECONDITION (a pinned version this server does not hold)
     ├── IndexNotReady              UNAVAILABLE        (no index loaded yet)
     ├── ShuttingDown               UNAVAILABLE        (draining after SIGTERM: retry elsewhere)
     └── DeadlineExceeded           DEADLINE_EXCEEDED  (the call's deadline passed before its search)
@@ -35,6 +36,10 @@ class DimensionMismatch(InvalidArgument):
 
 class NotFound(RetrievalError):
     grpc_code = grpc.StatusCode.NOT_FOUND
+
+
+class VersionNotHeld(RetrievalError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class IndexNotReady(RetrievalError):

@@ -106,6 +106,12 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         required=True,
         help="artifact root (serves LATEST, and each version published later) or one version directory",
     )
+    add(
+        "--shard",
+        type=int,
+        help="serve shard I of a sharded version (adindex build --shards N) as a leaf behind "
+        "adindex root, which switches its versions (default: the index is not sharded)",
+    )
     add("--host", default=d.host, help="address to bind (default: %(default)s, loopback only)")
     add("--port", type=int, default=d.port, help="port (default: %(default)s; 0 picks a free one)")
     add(
@@ -210,6 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shadow=ShadowConfig(sample_rate=args.shadow_rate),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            shard=args.shard,
         )
     )
     return 0

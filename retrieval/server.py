@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import faiss
@@ -43,6 +44,7 @@ from retrieval.interceptors import (
     ServingInterceptor,
     _Interceptor,
 )
+from retrieval.leaf import LeafService, LeafState
 from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.service import RetrievalService
@@ -87,8 +89,12 @@ class ServerConfig:
     metrics_port: int | None = None  # None: no HTTP endpoint (metrics still kept in-process)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS only
     tls_key: Path | None = None
+    # Serve this shard of a sharded version as a leaf behind ``adindex root`` (retrieval.leaf)
+    shard: int | None = None
 
     def __post_init__(self) -> None:
+        if self.shard is not None and self.shard < 0:
+            raise ValueError(f"shard must be >= 0; got {self.shard}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535]; got {self.port}")
         if self.max_k < 1:
@@ -167,19 +173,21 @@ def _register(
     service: RetrievalService,
     admin: AdminService,
     health_servicer: health.HealthServicer,
+    leaf: LeafService | None = None,
 ) -> None:
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     retrieval_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    names = [
+        SERVICE_NAME,
+        retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    if leaf is not None:
+        retrieval_pb2_grpc.add_LeafServiceServicer_to_server(leaf, server)  # type: ignore[no-untyped-call]
+        names.append(retrieval_pb2.DESCRIPTOR.services_by_name["LeafService"].full_name)
+    reflection.enable_server_reflection(names, server)
 
 
 def _listen(server: grpc.Server, config: ServerConfig) -> int:
@@ -252,7 +260,7 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         for name in ("", SERVICE_NAME):
             health_servicer.set(name, status)
 
-    state = IndexState(
+    state = (IndexState if config.shard is None else partial(LeafState, shard=config.shard))(
         on_serving,
         max_k=config.max_k,
         exact_max_rows=config.exact_max_rows,
@@ -267,7 +275,8 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         state, batcher=batcher, shadow=shadow, metrics=metrics, threads=threads
     )
     admin = AdminService(state, root, embedder=embedder, model=config.model)
-    _register(server, service, admin, health_servicer)
+    leaf = LeafService(state) if isinstance(state, LeafState) else None
+    _register(server, service, admin, health_servicer, leaf)
     port = _listen(server, config)
     server.start()
     tls = "TLS" if config.tls_cert else "plaintext"

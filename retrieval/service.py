@@ -12,6 +12,7 @@ import numpy as np
 
 from retrieval.batching import MicroBatcher
 from retrieval.eligibility import RequestFilter
+from retrieval.leaf import LeafState
 from retrieval.metrics import Metrics
 from retrieval.searcher import Hits, Searcher
 from retrieval.shadow import ShadowRecall
@@ -49,7 +50,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> tuple[Searcher, Hits, np.ndarray]:
         ticket = self._batcher.arrive() if self._batcher is not None else None
         try:
-            searcher = self._state.current()  # one searcher for the whole call, even across a swap
+            # one searcher for the whole call, even across a swap; a pinned call gets its version
+            searcher = self._state.searcher_for(request.index_version)
             flt = RequestFilter(
                 country=request.context.country,
                 locale=request.context.locale,
@@ -89,6 +91,11 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         response = retrieval_pb2.RetrieveResponse(
             index_version=searcher.version, nprobe=hits.nprobe, plan=hits.plan
         )
+        shards = searcher.artifact.manifest.shards
+        shard = searcher.artifact.shard or 0
+        if shards is not None:  # a leaf: say which shard answered, for the root's merge
+            response.shards_answered.append(shard)
+            response.shard_count = shards.count
         add = response.candidates.add  # in place: ~40% cheaper than building a list to copy in
         for row, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
             ad = searcher.meta(row, hits.view)
@@ -97,6 +104,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
                 advertiser_id=ad.advertiser_id,
                 campaign_id=ad.campaign_id,
                 score=score,
+                shard=shard,
             )
         return response
 
@@ -119,4 +127,5 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             default_nprobe=searcher.default_nprobe,
             max_k=searcher.max_k,
             manifest_json=json.dumps(m.to_json(), sort_keys=True),
+            leaf=self._state.status() if isinstance(self._state, LeafState) else None,
         )
