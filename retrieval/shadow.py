@@ -129,8 +129,8 @@ class ShadowRecall:
             except Exception:
                 logger.exception("Shadow recall pass failed")
             finally:
-                for _ in group:
-                    self._queue.task_done()
+                for _ in range(len(group)):  # (a loop over group would keep its last sample,
+                    self._queue.task_done()  # and with it a swapped-out version, alive)
             spent = time.perf_counter() - started
             self._stop.wait(spent * (1.0 / self.config.max_duty - 1.0))
 
