@@ -141,3 +141,46 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(value)
     raise AssertionError(f"no {name}{labels} in the metrics")
+
+
+class RootProcess:
+    """``adindex root`` over leaves on loopback ports (JSON logs, a free port), started and
+    SERVING (every leaf answered and holds one version). ``lines`` keeps growing."""
+
+    def __init__(self, leaf_ports: Sequence[int], *args: str):
+        leaves = ",".join(f"127.0.0.1:{p}" for p in leaf_ports)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "retrieval.cli", "root", "--leaves", leaves,
+             "--port", "0", "--log-format", "json", *args],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        self.lines: list[str] = []
+        self.port = 0
+        self.metrics_port: int | None = None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if match := re.search(r"Listening on 127\.0\.0\.1:(\d+)", line):
+                self.port = int(match.group(1))
+            if match := re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
+                self.metrics_port = int(match.group(1))
+            if "Health SERVING" in line:
+                break
+        if not self.port or self.proc.poll() is not None:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the root did not start serving: {''.join(self.lines)}")
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(self.proc.stderr or ()), daemon=True
+        )
+        self._reader.start()
+
+    def close(self) -> None:
+        """Kill the root if it still runs, and collect its output."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
