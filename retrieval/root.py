@@ -41,6 +41,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -52,7 +53,7 @@ from prometheus_client import start_http_server
 from retrieval.client import DEFAULT_PORT
 from retrieval.errors import IndexNotReady, RetrievalError
 from retrieval.interceptors import ADMIN_PREFIX, _short
-from retrieval.root_leaves import Leaf, LeafSet
+from retrieval.root_leaves import Leaf, LeafSet, Tls
 from retrieval.root_metrics import RootMetrics
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
@@ -85,6 +86,10 @@ class RootConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     drain_timeout_s: float = 30.0  # longest a switch waits for calls pinned to the old version
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS only
+    tls_key: Path | None = None
+    leaf_root_cert: Path | None = None  # PEM to trust for the leaves: TLS to them (None: plain)
+    leaf_server_name: str | None = None  # name the leaves' certificate carries, if not the host
 
     def __post_init__(self) -> None:
         if not self.leaves:
@@ -97,6 +102,10 @@ class RootConfig:
             raise ValueError(
                 f"default_timeout_s and poll_s must be > 0; got {self.default_timeout_s}, "
                 f"{self.poll_s}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                f"TLS needs both a certificate and a key; got cert={self.tls_cert}, key={self.tls_key}"
             )
         if not 0 < self.leaf_deadline_share <= 1:
             raise ValueError(
@@ -392,6 +401,7 @@ async def create_root(config: RootConfig) -> RunningRoot:
         on_health=on_health,
         admin_metadata=metadata,
         drain_timeout_s=config.drain_timeout_s,
+        tls=_leaf_tls(config),
     )
     server = grpc.aio.server(
         interceptors=[RootInterceptor(metrics, config.admin_token)],
@@ -415,16 +425,23 @@ async def create_root(config: RootConfig) -> RunningRoot:
         server,
     )
     host = f"[{config.host}]" if ":" in config.host else config.host
-    port = server.add_insecure_port(f"{host}:{config.port}")
+    address = f"{host}:{config.port}"
+    if config.tls_cert is not None and config.tls_key is not None:
+        pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"cannot listen on {host}:{config.port}")
+        raise OSError(f"cannot listen on {address}")
     await server.start()
     logger.info(
-        "Listening on %s:%d (root over %d leaves: %s)",
+        "Listening on %s:%d (root over %d leaves: %s; %s, %s to the leaves)",
         config.host,
         port,
         len(config.leaves),
         ", ".join(config.leaves),
+        "TLS" if config.tls_cert else "plaintext",
+        "TLS" if config.leaf_root_cert else "plaintext",
     )
     running = RunningRoot(server, port, leaves, metrics, health_servicer)
     if config.metrics_port is not None:
@@ -437,6 +454,13 @@ async def create_root(config: RootConfig) -> RunningRoot:
     await leaves.refresh()
     leaves.start()
     return running
+
+
+def _leaf_tls(config: RootConfig) -> Tls | None:
+    if config.leaf_root_cert is None:
+        return None
+    pem = config.leaf_root_cert.read_bytes()
+    return grpc.ssl_channel_credentials(root_certificates=pem), config.leaf_server_name
 
 
 def serve_root(config: RootConfig) -> None:

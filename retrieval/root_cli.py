@@ -69,6 +69,15 @@ def _root_flags(p: argparse.ArgumentParser) -> Handler:
         type=int,
         help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default: off; 0 = a free port)",
     )
+    add("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (needs --tls-key)")
+    add("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    add(
+        "--leaf-root-cert",
+        type=Path,
+        help="PEM certificate(s) to trust for the leaves: talk TLS to them (leaves started "
+        "with --tls-cert; default: plaintext)",
+    )
+    add("--leaf-server-name", help="name the leaves' certificates carry, when not their host")
     add(
         "--log-format",
         choices=("text", "json"),
@@ -95,6 +104,10 @@ def cmd_root(args: argparse.Namespace) -> int:
             admin_token=admin_token(args.admin_token_file),
             grace_s=args.grace_s,
             metrics_port=args.metrics_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            leaf_root_cert=args.leaf_root_cert,
+            leaf_server_name=args.leaf_server_name,
         )
     )
     return 0

@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 RETRIEVE = "/retrieval.v1.RetrievalService/Retrieve"
 # A restarted leaf must rejoin within a poll or two: gRPC's default reconnect backoff grows
 # to 120 s, which would keep a healthy leaf out for minutes.
-CHANNEL_OPTIONS = (
+Tls = tuple[grpc.ChannelCredentials, str | None]  # credentials, name the leaves' certificate carry
+CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -46,10 +47,17 @@ CHANNEL_OPTIONS = (
 class Leaf:
     """One leaf (shard ``shard`` at ``address``) and what the root last learnt about it."""
 
-    def __init__(self, shard: int, address: str):
+    def __init__(self, shard: int, address: str, tls: Tls | None = None):
         self.shard = shard
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            credentials, server_name = tls
+            options = CHANNEL_OPTIONS
+            if server_name:
+                options += (("grpc.ssl_target_name_override", server_name),)
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
         # Requests are serialized once per call and sent to every leaf as bytes.
         self.retrieve = self.channel.unary_unary(
             RETRIEVE,
@@ -88,6 +96,8 @@ class LeafSet:
         metrics: the root's metrics.
         on_health: awaited with True/False whenever health changes.
         admin_metadata: sent with SwitchVersion (the leaves' admin token).
+        drain_timeout_s: longest a switch waits for calls pinned to the old version.
+        tls: credentials to the leaves and the name their certificates carry (None: plaintext).
     """
 
     def __init__(
@@ -100,8 +110,9 @@ class LeafSet:
         on_health: Callable[[bool], Awaitable[None]],
         admin_metadata: tuple[tuple[str, str], ...] = (),
         drain_timeout_s: float = 30.0,
+        tls: Tls | None = None,
     ):
-        self.leaves = [Leaf(s, a) for s, a in enumerate(addresses)]
+        self.leaves = [Leaf(s, a, tls) for s, a in enumerate(addresses)]
         self.quorum = quorum
         self.poll_s = poll_s
         self.pinned: str | None = None

@@ -23,6 +23,7 @@ from indexer.records import AdRecord
 from retrieval.root import LeafAnswer, LeafError, RootConfig, create_root, merge
 from retrieval.server import RunningServer, ServerConfig, create_server
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from support import certificate
 
 VectorCatalog = tuple[Path, list[AdRecord], np.ndarray]
 Candidate = retrieval_pb2.Candidate
@@ -342,3 +343,57 @@ def test_a_leafs_admin_changes_survive_its_restart_in_its_own_change_log(
         assert not restarted.view.eligible[restarted.overlay.row_of[ad]]
     finally:
         again.stop()
+
+
+def test_tls_from_caller_to_root_to_leaf_and_the_admin_token_through_to_the_leaf(
+    vector_catalog: VectorCatalog, tmp_path: Path
+) -> None:
+    path, records, xb = vector_catalog
+    index = tmp_path / "index"
+    _shard_build(path, index, 1)
+    cert, key = certificate(tmp_path)
+    token = (("authorization", "Bearer s3cret"),)
+    leaf = create_server(
+        ServerConfig(port=0, index=index, shard=0, tls_cert=cert, tls_key=key, admin_token="s3cret")
+    )
+    ad = records[0].ad_id
+
+    async def calls() -> retrieval_pb2.RetrieveResponse:
+        config = RootConfig(
+            leaves=(f"127.0.0.1:{leaf.port}",),
+            port=0,
+            tls_cert=cert,
+            tls_key=key,
+            leaf_root_cert=cert,
+            admin_token="s3cret",
+        )
+        running = await create_root(config)
+        target = f"127.0.0.1:{running.port}"
+        try:
+            credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+            async with grpc.aio.secure_channel(target, credentials) as channel:
+                search = retrieval_pb2_grpc.RetrievalServiceStub(channel)  # type: ignore[no-untyped-call]
+                admin = retrieval_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+                pause = retrieval_pb2.EligibilityRequest(ad_ids=[ad])
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await admin.Pause(pause, timeout=5)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                changed = await admin.Pause(pause, timeout=5, metadata=token)  # leaf: same token
+                assert changed.ads_changed == 1
+                request = retrieval_pb2.RetrieveRequest(user_embedding=xb[0].tolist(), k=5)
+                response: retrieval_pb2.RetrieveResponse = await search.Retrieve(request, timeout=5)
+            async with grpc.aio.insecure_channel(target) as plain:
+                stub = retrieval_pb2_grpc.RetrievalServiceStub(plain)  # type: ignore[no-untyped-call]
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.Retrieve(request, timeout=2)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # TLS only
+            return response
+        finally:
+            await running.stop()
+
+    try:
+        response = asyncio.run(calls())
+    finally:
+        leaf.stop()
+    assert list(response.shards_answered) == [0] and len(response.candidates) == 5
+    assert ad not in {c.ad_id for c in response.candidates}  # the pause went through
