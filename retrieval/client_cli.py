@@ -56,10 +56,20 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         }
         for c in response.candidates
     ]
+    sharded = {}
+    if response.shard_count:  # through adindex root (or from one leaf)
+        sharded = {"shards_answered": list(response.shards_answered), "partial": response.partial}
+        rows = [{**r, "shard": c.shard} for r, c in zip(rows, response.candidates, strict=True)]
     if args.json:
-        print(json.dumps({"index_version": response.index_version, "candidates": rows}))
+        out = {"index_version": response.index_version, **sharded, "candidates": rows}
+        print(json.dumps(out))
         return 0
-    print(f"index {response.index_version}, nprobe {response.nprobe}")
+    print(f"index {response.index_version}, nprobe {response.nprobe}", end="")
+    if sharded:
+        answered = ", ".join(map(str, response.shards_answered))
+        partial = " (PARTIAL: some shards did not answer)" if response.partial else ""
+        print(f", shards {answered} of {response.shard_count}{partial}", end="")
+    print()
     for rank, r in enumerate(rows, 1):
         print(
             f"{rank:>3}  {r['score']:.4f}  {r['ad_id']:<16} {r['advertiser_id']:<12} {r['campaign_id']}"
