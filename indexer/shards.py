@@ -119,7 +119,7 @@ def build_shards(
     served = faiss.IndexShards(xb.shape[1], False, True)  # type: ignore[call-arg]
     for index in indexes:
         served.add_shard(index)
-    with timeit(f"Evaluating recall@{config.recall_k} as served by {count} shards", timings):
+    with timeit(f"Evaluating recall@{config.recall_k} as served (fan-out to {count})", timings):
         tuning = tune(served, xb_served, queries, params.nlist, tuning_config(config))
     point = recall_gate(tuning, params, xb.shape[1], config)
     version = artifact.new_version_name()
