@@ -263,8 +263,9 @@ class RootService(retrieval_pb2_grpc.RetrievalServiceServicer):
         request: retrieval_pb2.GetIndexInfoRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> retrieval_pb2.IndexInfo:
-        """The pinned version, as the first answering leaf describes it, with the ad counts
-        summed over every leaf that answers and each leaf's status."""
+        """The pinned version, as the first answering leaf describes it (its manifest: the
+        whole version's), with the ad counts summed over the leaves that answer and each
+        leaf's status."""
         version = self._leaves.pinned
         if version is None:
             raise IndexNotReady("no index version is held by every answering leaf yet")
@@ -282,7 +283,9 @@ class RootService(retrieval_pb2_grpc.RetrievalServiceServicer):
         out = retrieval_pb2.IndexInfo()
         out.CopyFrom(infos[0])
         out.index_version = version
+        out.manifest_json = infos[0].version_manifest_json or infos[0].manifest_json
         out.ClearField("leaf")
+        out.ClearField("version_manifest_json")
         out.ad_count = sum(i.ad_count for i in infos)
         out.active_count = sum(i.active_count for i in infos)
         out.paused_count = sum(i.paused_count for i in infos)

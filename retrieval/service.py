@@ -10,6 +10,7 @@ from contextlib import nullcontext
 import grpc
 import numpy as np
 
+from indexer.artifact import read_manifest
 from retrieval.batching import MicroBatcher
 from retrieval.eligibility import RequestFilter
 from retrieval.leaf import LeafState
@@ -128,4 +129,14 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             max_k=searcher.max_k,
             manifest_json=json.dumps(m.to_json(), sort_keys=True),
             leaf=self._state.status() if isinstance(self._state, LeafState) else None,
+            version_manifest_json=_version_manifest(searcher),
         )
+
+
+def _version_manifest(searcher: Searcher) -> str:
+    """A shard's whole version's manifest (the root describes the version with it), else ""."""
+    art = searcher.artifact
+    if art.shard is None or art.manifest.shards is None or art.manifest.shards.index is None:
+        return ""
+    version = read_manifest(art.path.parent)  # shard-I/ lives in the version's directory
+    return json.dumps(version.to_json(), sort_keys=True)

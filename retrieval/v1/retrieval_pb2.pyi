@@ -73,7 +73,7 @@ class GetIndexInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class IndexInfo(_message.Message):
-    __slots__ = ("index_version", "created_at", "dimension", "metric", "index_factory", "model", "ad_count", "active_count", "paused_count", "default_nprobe", "max_k", "manifest_json", "leaf", "leaves")
+    __slots__ = ("index_version", "created_at", "dimension", "metric", "index_factory", "model", "ad_count", "active_count", "paused_count", "default_nprobe", "max_k", "manifest_json", "leaf", "leaves", "version_manifest_json")
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class IndexInfo(_message.Message):
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     LEAF_FIELD_NUMBER: _ClassVar[int]
     LEAVES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     created_at: str
     dimension: int
@@ -102,7 +103,8 @@ class IndexInfo(_message.Message):
     manifest_json: str
     leaf: LeafStatus
     leaves: _containers.RepeatedCompositeFieldContainer[LeafStatus]
-    def __init__(self, index_version: _Optional[str] = ..., created_at: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[str] = ..., index_factory: _Optional[str] = ..., model: _Optional[str] = ..., ad_count: _Optional[int] = ..., active_count: _Optional[int] = ..., paused_count: _Optional[int] = ..., default_nprobe: _Optional[int] = ..., max_k: _Optional[int] = ..., manifest_json: _Optional[str] = ..., leaf: _Optional[_Union[LeafStatus, _Mapping]] = ..., leaves: _Optional[_Iterable[_Union[LeafStatus, _Mapping]]] = ...) -> None: ...
+    version_manifest_json: str
+    def __init__(self, index_version: _Optional[str] = ..., created_at: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[str] = ..., index_factory: _Optional[str] = ..., model: _Optional[str] = ..., ad_count: _Optional[int] = ..., active_count: _Optional[int] = ..., paused_count: _Optional[int] = ..., default_nprobe: _Optional[int] = ..., max_k: _Optional[int] = ..., manifest_json: _Optional[str] = ..., leaf: _Optional[_Union[LeafStatus, _Mapping]] = ..., leaves: _Optional[_Iterable[_Union[LeafStatus, _Mapping]]] = ..., version_manifest_json: _Optional[str] = ...) -> None: ...
 
 class LeafStatus(_message.Message):
     __slots__ = ("shard", "shard_count", "serving_version", "loaded_versions", "address", "answering", "error")

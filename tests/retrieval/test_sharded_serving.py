@@ -23,6 +23,7 @@ from indexer import artifact
 from indexer.ann import exact_search, normalize, recall_at_k
 from indexer.build import BuildConfig, build
 from indexer.catalog import write_catalog_jsonl
+from indexer.manifest import Manifest
 from indexer.records import AdRecord, Targeting
 from indexer.shards import shard_of
 from retrieval.changelog import changelog_file
@@ -222,6 +223,21 @@ def test_root_answers_as_one_index_would(
     assert root_recall >= 0.9  # the comparison means something
     for row in found["root"][:20]:
         assert all(eligible[r] for r in row)
+
+
+def test_root_describes_the_whole_version_and_each_leaf(cluster: Cluster, data: Data) -> None:
+    with RetrievalClient(cluster.target) as client:
+        info = client.info()
+    manifest = Manifest.loads(info.manifest_json)  # the version's, not one shard's
+    assert manifest.shards is not None and manifest.shards.index is None
+    assert manifest.shards.count == SHARDS and manifest.version == info.index_version
+    assert info.ad_count == manifest.counts.ads == N
+    assert info.active_count == sum(r.status == "active" for r in data.records)
+    assert [leaf.shard for leaf in info.leaves] == list(range(SHARDS))
+    assert all(
+        leaf.answering and leaf.serving_version == info.index_version for leaf in info.leaves
+    )
+    assert [leaf.address for leaf in info.leaves] == [f"127.0.0.1:{p}" for p in cluster.ports]
 
 
 def test_pause_through_the_root_is_never_returned_afterwards(cluster: Cluster, data: Data) -> None:
