@@ -10,8 +10,10 @@ A leaf serves shard I of the newest version with the ordinary :class:`RetrievalS
   to either (``RetrieveRequest.index_version``) are answered from it; unpinned calls get the
   served one. The root pins its calls to the new version once every leaf holds it, waits for
   its calls pinned to the old one, then tells each leaf to switch (``AdminService.
-  SwitchVersion``), which releases the old one. At most two versions are held: preparing a
-  third releases the one prepared before it.
+  SwitchVersion``). The old one is released ``release_after_s`` later (5 s by default), so
+  that other roots over the same leaves, which move their pin at their own next poll, never
+  find it gone. At most two versions are held: preparing another releases all but the served
+  one.
 - **Admin changes apply to every version held**, so a pause is honoured by calls pinned to
   either side of a swap.
 - **Ownership.** Upserts of ads that hash to another shard are refused (``indexer.shards``);
@@ -24,6 +26,7 @@ The first version loaded at start is served at once (the root pins whatever ever
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -53,8 +56,10 @@ class LeafState(IndexState):
         exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
         metrics: Metrics | None = None,
         validation: ValidationConfig | None = None,
+        release_after_s: float = 0.0,
     ):
         self.shard = shard
+        self._release_after_s = release_after_s
         self._held: dict[str, Searcher] = {}  # in load order; replaced whole, never mutated
         super().__init__(
             on_serving,
@@ -102,32 +107,46 @@ class LeafState(IndexState):
         return None
 
     def switch(self, version: str) -> Searcher:
-        """Serve ``version`` to unpinned calls and release every version loaded before it.
+        """Serve ``version`` to unpinned calls; release the versions loaded before it after
+        ``release_after_s`` (at once when 0).
 
         Raises:
             VersionNotHeld: ``version`` is not loaded here.
         """
         with self.admin_lock:
-            if version not in self._held:
+            searcher = self._held.get(version)
+            if searcher is None:
                 raise VersionNotHeld(
                     f"index_version: {version!r} is not loaded on shard {self.shard} "
                     f"(holds {', '.join(self._held) or 'nothing'})"
                 )
-            order = list(self._held)
-            older = order[: order.index(version)]
-            released = [self._held[v] for v in older]
-            searcher = self._held[version]
             previous, self._searcher = self._searcher, searcher
-            self._held = {v: self._held[v] for v in order if v not in older}
         if previous is not searcher:
             m = searcher.artifact.manifest
             self._metrics.set_index(searcher.version, m.model.name, m.index.factory)
             self._metrics.index_events.labels("swapped").inc()
             logger.info("Switched shard %d to index %s", self.shard, version)
+        if self._release_after_s > 0:
+            timer = threading.Timer(self._release_after_s, self._release_older)
+            timer.daemon = True
+            timer.start()
+        else:
+            self._release_older()
+        return searcher
+
+    def _release_older(self) -> None:
+        """Release every version loaded before the one served now."""
+        with self.admin_lock:
+            current = self._searcher
+            order = list(self._held)
+            if current is None or current.version not in self._held:
+                return
+            older = order[: order.index(current.version)]
+            released = [self._held[v] for v in older]
+            self._held = {v: self._held[v] for v in order if v not in older}
         for old in released:
             logger.info("Releasing index %s", old.version)
             self._release(old)
-        return searcher
 
     def _release(self, searcher: Searcher) -> None:
         weakref.finalize(searcher, self._freed, searcher.version)

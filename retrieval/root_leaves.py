@@ -6,9 +6,11 @@ version in the background and keep serving the old one (``retrieval.leaf``). Eve
 the root reads each leaf's status (``LeafService.GetLeafStatus``); when every answering leaf
 (at least a quorum) has most recently loaded the same version V, the root pins new calls to V,
 waits until its calls pinned to the old version have returned (a leaf still holds it for
-them), then tells each leaf to switch to V (``AdminService.SwitchVersion``), which releases the
-old one. A leaf that misses the switch (down, slow) is told again at the next poll; one that
-restarts loads the newest published version, which is the pinned one or the next.
+them), then tells each leaf to switch to V (``AdminService.SwitchVersion``). A leaf releases
+the old one a few seconds later (``--release-after-s``), once other roots over the same leaves
+have moved their pin too. A leaf that misses the switch (down, slow) is told again at the next
+poll; one that restarts loads the newest published version, which is the pinned one or the
+next.
 
 **Quorum.** Health is SERVING while at least ``quorum`` leaves (default: a majority) answer
 their status poll and hold the pinned version. Below it the root still answers calls with what
@@ -265,16 +267,13 @@ class LeafSet:
         logger.info("Calls pinned to %s done after %.3f s", old, time.monotonic() - started)
 
     async def _switch(self, answering: Sequence[Leaf], version: str) -> None:
-        """Tell every answering leaf that serves another version, or still holds an older one
-        before ``version``, to switch to it (and release what it loaded before)."""
+        """Tell every answering leaf that holds ``version`` but serves another to switch."""
         stale = [
             leaf
             for leaf in answering
             if leaf.status is not None
             and version in leaf.status.loaded_versions
-            and (
-                leaf.status.serving_version != version or leaf.status.loaded_versions[0] != version
-            )
+            and leaf.status.serving_version != version
         ]
 
         async def switch(leaf: Leaf) -> None:

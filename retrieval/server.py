@@ -23,7 +23,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import faiss
@@ -91,10 +90,14 @@ class ServerConfig:
     tls_key: Path | None = None
     # Serve this shard of a sharded version as a leaf behind ``adindex root`` (retrieval.leaf)
     shard: int | None = None
+    # A leaf keeps the version it switched from this long, for calls other roots still pin to it
+    release_after_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.shard is not None and self.shard < 0:
             raise ValueError(f"shard must be >= 0; got {self.shard}")
+        if self.release_after_s < 0:
+            raise ValueError(f"release_after_s must be >= 0; got {self.release_after_s}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535]; got {self.port}")
         if self.max_k < 1:
@@ -260,13 +263,25 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         for name in ("", SERVICE_NAME):
             health_servicer.set(name, status)
 
-    state = (IndexState if config.shard is None else partial(LeafState, shard=config.shard))(
-        on_serving,
-        max_k=config.max_k,
-        exact_max_rows=config.exact_max_rows,
-        metrics=metrics,
-        validation=config.validation,
-    )
+    state: IndexState
+    if config.shard is None:
+        state = IndexState(
+            on_serving,
+            max_k=config.max_k,
+            exact_max_rows=config.exact_max_rows,
+            metrics=metrics,
+            validation=config.validation,
+        )
+    else:  # a leaf behind adindex root (retrieval.leaf)
+        state = LeafState(
+            on_serving,
+            shard=config.shard,
+            release_after_s=config.release_after_s,
+            max_k=config.max_k,
+            exact_max_rows=config.exact_max_rows,
+            metrics=metrics,
+            validation=config.validation,
+        )
     root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
     batcher = MicroBatcher(config.batching, metrics) if config.batching else None
     shadow = ShadowRecall(config.shadow, metrics) if config.shadow.sample_rate > 0 else None

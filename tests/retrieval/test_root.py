@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -224,14 +225,19 @@ def two_versions(
     return root, first, second
 
 
-@pytest.fixture
-def leaf(two_versions: tuple[Path, str, str], tmp_path: Path) -> Iterator[RunningServer]:
-    """Shard 0 of the first version, the second not loaded yet (no watcher)."""
+@pytest.fixture(params=[0.0])
+def leaf(
+    two_versions: tuple[Path, str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
+    """Shard 0 of the first version, the second not loaded yet (no watcher); it releases a
+    switched-from version after ``request.param`` seconds."""
     source, first, _ = two_versions
     root = tmp_path / "index"
     shutil.copytree(source, root)
     artifact.set_latest(root, first)
-    running = create_server(ServerConfig(port=0, index=root, shard=0, index_poll_s=0))
+    running = create_server(
+        ServerConfig(port=0, index=root, shard=0, index_poll_s=0, release_after_s=request.param)
+    )
     artifact.set_latest(root, two_versions[2])
     yield running
     running.stop()
@@ -283,6 +289,31 @@ def test_a_leaf_holds_the_next_version_until_switched_and_pauses_reach_both(
         assert top not in {c.ad_id for c in _pinned(search, x, second).candidates}
         info = search.GetIndexInfo(retrieval_pb2.GetIndexInfoRequest(), timeout=5)
         assert info.index_version == second and info.leaf.serving_version == second
+
+
+@pytest.mark.parametrize("leaf", [1.0], indirect=True)
+def test_a_switched_leaf_keeps_the_old_version_a_while_for_other_roots(
+    leaf: RunningServer, two_versions: tuple[Path, str, str]
+) -> None:
+    _, first, second = two_versions
+    x = leaf.state.current().artifact.embeddings[0]
+    with grpc.insecure_channel(f"127.0.0.1:{leaf.port}") as channel:
+        search = retrieval_pb2_grpc.RetrievalServiceStub(channel)  # type: ignore[no-untyped-call]
+        admin = retrieval_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+        status = retrieval_pb2_grpc.LeafServiceStub(channel)  # type: ignore[no-untyped-call]
+        admin.Reload(retrieval_pb2.ReloadRequest(), timeout=60)
+        switched = admin.SwitchVersion(
+            retrieval_pb2.SwitchVersionRequest(index_version=second), timeout=5
+        )
+        assert switched.serving_version == second
+        assert list(switched.loaded_versions) == [first, second]  # kept for other roots
+        assert _pinned(search, x, first).index_version == first
+        deadline = time.monotonic() + 30
+        while first in status.GetLeafStatus(retrieval_pb2.LeafStatusRequest()).loaded_versions:
+            assert time.monotonic() < deadline, "the old version was never released"
+        with pytest.raises(grpc.RpcError) as err:
+            _pinned(search, x, first)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_a_leaf_refuses_a_resharded_version(
