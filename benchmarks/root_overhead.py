@@ -3,10 +3,11 @@
 For each shard count N the same catalog is built with ``--shards N`` (the first build tunes
 nprobe and k_factor on held-out queries; the others reuse them, so every N searches alike), N
 leaves (``adindex serve --shard I``) and a root are started, and single calls (one client, one
-call in flight) are timed, interleaved query by query: the root, then each leaf directly,
-pinned to the same version (the order flips every query). Per N it reports the root's p50/p99,
-a leaf's (shard 0) and, per query, the slowest leaf's direct latency; "added" is the root's
-percentile minus the slowest leaf's, i.e. the root's own cost: its hop, fan-out, merge, reply.
+call in flight) are timed, interleaved query by query in rotating order, all pinned to the
+same version: through the root; each leaf alone, one after the other; all leaves at once from
+the client (the fan-out without a root). Per N it reports p50/p99 of each; "root adds" is the
+root's percentile minus the client's own fan-out's: the root's hop, merge, reply and Python
+gRPC on both sides of it (all in ms).
 
 On this 2-core machine N leaves, the root and the client share the cores, so with N >= 2 a
 fanned-out call also waits for leaves queued behind each other; on a deployment with a machine
@@ -105,7 +106,8 @@ def _timed(call: Any, request: Any) -> tuple[float, Any]:
 def measure(
     run: OverheadRun, root: Root, leaves: Sequence[Any], xq: np.ndarray, truth: np.ndarray
 ) -> dict[str, Any]:
-    """Interleaved single calls: root, then every leaf directly (order flipped per query)."""
+    """Per query, interleaved in rotating order: the root; every leaf alone, one after the
+    other; every leaf at once from the client (the fan-out without the root)."""
     import grpc
 
     from indexer.ann import recall_at_k
@@ -123,28 +125,37 @@ def measure(
     for r in requests[: run.warmup]:
         for stub in stubs:
             stub(r, timeout=30)
-    root_ms, leaf_ms, found = [], [], []
-    cpu0 = [_cpu_s(root.proc.pid), *(_cpu_s(s.pid) for s in leaves)]
+    root_ms, leaf_ms, fanout_ms, found = [], [], [], []
+
+    def via_root(r: Any, rep: int) -> None:
+        ms, response = _timed(stubs[0], r)
+        root_ms.append(ms)
+        if rep == 0:
+            assert not response.partial, "a leaf did not answer"
+            found.append(np.array([int(c.ad_id) for c in response.candidates]))
+
+    def each_leaf(r: Any, rep: int) -> None:
+        leaf_ms.append([_timed(stub, r)[0] for stub in stubs[1:]])
+
+    def fan_out(r: Any, rep: int) -> None:
+        t0 = time.perf_counter()
+        calls = [stub.future(r, timeout=30) for stub in stubs[1:]]
+        for call in calls:
+            call.result()
+        fanout_ms.append((time.perf_counter() - t0) * 1e3)
+
+    arms = [via_root, each_leaf, fan_out]
+    cpu0 = _cpu_s(root.proc.pid)
     for rep in range(run.repeats):
         for i, r in enumerate(requests):
-            order = list(range(len(stubs)))
-            if (i + rep) % 2:
-                order.reverse()
-            ms = [0.0] * len(stubs)
-            for j in order:
-                ms[j], response = _timed(stubs[j], r)
-                if j == 0 and rep == 0:
-                    assert not response.partial, "a leaf did not answer"
-                    found.append(np.array([int(c.ad_id) for c in response.candidates]))
-            root_ms.append(ms[0])
-            leaf_ms.append(ms[1:])
-    cpu1 = [_cpu_s(root.proc.pid), *(_cpu_s(s.pid) for s in leaves)]
+            for k in range(len(arms)):
+                arms[(i + rep + k) % len(arms)](r, rep)
+    root_cpu_s = _cpu_s(root.proc.pid) - cpu0
     for c in channels:
         c.close()
-    calls = len(root_ms)
-    leaf = np.asarray(leaf_ms)  # (calls, N): each leaf's direct latency for the same query
+    leaf = np.asarray(leaf_ms)  # (calls, N): each leaf's latency for the query, alone
     slowest = leaf.max(axis=1)
-    root_arr = np.asarray(root_ms)
+    root_arr, fanout = np.asarray(root_ms), np.asarray(fanout_ms)
     return {
         "name": "root-overhead",
         **asdict(run),
@@ -155,12 +166,15 @@ def measure(
         "leaf0_p99_ms": pct(leaf[:, 0], 99),
         "slowest_leaf_p50_ms": pct(slowest, 50),
         "slowest_leaf_p99_ms": pct(slowest, 99),
-        "added_p50_ms": round(pct(root_arr, 50) - pct(slowest, 50), 3),
-        "added_p99_ms": round(pct(root_arr, 99) - pct(slowest, 99), 3),
-        "added_vs_leaf0_p50_ms": round(pct(root_arr, 50) - pct(leaf[:, 0], 50), 3),
-        "added_vs_leaf0_p99_ms": round(pct(root_arr, 99) - pct(leaf[:, 0], 99), 3),
-        "root_cpu_ms_per_call": round((cpu1[0] - cpu0[0]) * 1e3 / calls, 3),
-        "calls": calls,
+        "fanout_p50_ms": pct(fanout, 50),
+        "fanout_p99_ms": pct(fanout, 99),
+        # the root's own cost: its hop, merge and Python gRPC, over the same fan-out
+        "added_p50_ms": round(pct(root_arr, 50) - pct(fanout, 50), 3),
+        "added_p99_ms": round(pct(root_arr, 99) - pct(fanout, 99), 3),
+        "added_vs_slowest_leaf_p50_ms": round(pct(root_arr, 50) - pct(slowest, 50), 3),
+        "added_vs_slowest_leaf_p99_ms": round(pct(root_arr, 99) - pct(slowest, 99), 3),
+        "root_cpu_ms_per_call": round(root_cpu_s * 1e3 / len(root_ms), 3),
+        "calls": len(root_ms),
         "threads": {"leaf_alone_threads": 1, "leaf_omp_threads": 1, "client": 1},
     }
 
@@ -200,9 +214,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     nprobe = k_factor = None
     for shards in args.shards:
         t0 = time.perf_counter()
-        manifest = _build(
-            catalog, work / f"index-{shards}", shards, nprobe, k_factor, work / "held_out.npy"
-        )
+        index = work / f"index-{shards}"
+        if args.reuse_builds and (index / "LATEST").is_file():
+            from indexer.artifact import read_manifest, resolve
+
+            manifest = read_manifest(resolve(index))
+        else:
+            manifest = _build(catalog, index, shards, nprobe, k_factor, work / "held_out.npy")
         build_s = round(time.perf_counter() - t0, 1)
         nprobe, k_factor = manifest.search.nprobe, manifest.search.k_factor
         leaves = [
@@ -240,8 +258,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
         print(
             f"{shards} leaves: root {row['root_p50_ms']:.2f}/{row['root_p99_ms']:.2f} ms, "
-            f"slowest leaf {row['slowest_leaf_p50_ms']:.2f}/{row['slowest_leaf_p99_ms']:.2f} ms, "
-            f"added {row['added_p50_ms']:.2f}/{row['added_p99_ms']:.2f} ms (p50/p99), "
+            f"fan-out without root {row['fanout_p50_ms']:.2f}/{row['fanout_p99_ms']:.2f} ms, "
+            f"root adds {row['added_p50_ms']:.2f}/{row['added_p99_ms']:.2f} ms (p50/p99), "
             f"R@{args.k} {row['recall_at_k']:.4f}",
             flush=True,
         )
@@ -253,24 +271,28 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def report(path: Path) -> str:
-    """The docs table, from the JSON lines (the last run per shard count)."""
-    rows: dict[int, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row["shards"]] = row
+    """The docs table, from the JSON lines: every run, by shard count, then time."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     head = (
-        "| leaves | recall@100 | leaf p50 / p99 ms | slowest leaf p50 / p99 ms | root p50 / p99 ms "
-        "| added p50 / p99 ms | root CPU ms/call |\n| --- | --- | --- | --- | --- | --- | --- |"
+        "| leaves | run (UTC) | load avg | recall@100 | one leaf alone | slowest leaf alone "
+        "| all leaves at once, no root | through the root | root adds | root CPU/call |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     lines = [head]
-    for n, r in sorted(rows.items()):
-        lines.append(
-            f"| {n} | {r['recall_at_k']:.4f} | {r['leaf0_p50_ms']:.2f} / {r['leaf0_p99_ms']:.2f} "
-            f"| {r['slowest_leaf_p50_ms']:.2f} / {r['slowest_leaf_p99_ms']:.2f} "
-            f"| {r['root_p50_ms']:.2f} / {r['root_p99_ms']:.2f} "
-            f"| {r['added_p50_ms']:+.2f} / {r['added_p99_ms']:+.2f} | {r['root_cpu_ms_per_call']:.2f} |"
-        )
+    for r in sorted(rows, key=lambda r: (r["shards"], r["ts"])):
+        cells = [
+            str(r["shards"]),
+            r["ts"][5:16].replace("T", " "),
+            f"{r['load_avg'][0]:.1f}",
+            f"{r['recall_at_k']:.4f}",
+            f"{r['leaf0_p50_ms']:.2f} / {r['leaf0_p99_ms']:.2f}",
+            f"{r['slowest_leaf_p50_ms']:.2f} / {r['slowest_leaf_p99_ms']:.2f}",
+            f"{r['fanout_p50_ms']:.2f} / {r['fanout_p99_ms']:.2f}",
+            f"{r['root_p50_ms']:.2f} / {r['root_p99_ms']:.2f}",
+            f"{r['added_p50_ms']:+.2f} / {r['added_p99_ms']:+.2f}",
+            f"{r['root_cpu_ms_per_call']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -299,6 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="builds and catalog (default: %(default)s)",
     )
     r.add_argument("--out", type=Path, help="append one JSON line per shard count here")
+    r.add_argument(
+        "--reuse-builds",
+        action="store_true",
+        help="serve the versions a previous run built under --work (same --nb) instead of "
+        "building again",
+    )
     q = sub.add_parser("report", help="print the docs table from JSON lines")
     q.add_argument("path", type=Path)
     args = p.parse_args(argv)
