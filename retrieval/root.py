@@ -128,7 +128,7 @@ class LeafAnswer:
 
 
 class LeafError(RetrievalError):
-    """No leaf answered: the status says why (the leaves' own, or the root's)."""
+    """A call through the root failed because of its leaves: their status, or the root's."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
@@ -146,10 +146,14 @@ def merge(
     Raises:
         LeafError: no leaf answered on ``version``.
     """
-    ok = [a for a in answers if a.response is not None and a.response.index_version == version]
+    ok = [
+        (a.shard, a.response)
+        for a in answers
+        if a.response is not None and a.response.index_version == version
+    ]
     if not ok:
         raise _no_answer(answers, version)
-    candidates = [c for a in ok for c in a.response.candidates]  # type: ignore[union-attr]
+    candidates = [c for _, r in ok for c in r.candidates]
     candidates.sort(key=lambda c: -c.score)  # stable: ties keep shard order
     cap = request.max_per_advertiser
     if cap:
@@ -163,12 +167,12 @@ def merge(
                 if len(kept) == request.k:
                     break
         candidates = kept
-    plans = {a.response.plan for a in ok}  # type: ignore[union-attr]
+    plans = {r.plan for _, r in ok}
     response = retrieval_pb2.RetrieveResponse(
         index_version=version,
-        nprobe=max(a.response.nprobe for a in ok),  # type: ignore[union-attr]
+        nprobe=max(r.nprobe for _, r in ok),
         plan=plans.pop() if len(plans) == 1 else "mixed",
-        shards_answered=[a.shard for a in ok],
+        shards_answered=[shard for shard, _ in ok],
         shard_count=shard_count,
         partial=len(ok) < shard_count,
     )
