@@ -79,11 +79,15 @@ class Root:
         if not port or self.proc.poll() is not None:
             raise RuntimeError("root did not start:\n" + "".join(lines))
         self.target = f"127.0.0.1:{port}"
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+        self._reader = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._reader.start()  # keep the pipe empty
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 def _cpu_s(pid: int) -> float:
