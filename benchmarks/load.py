@@ -269,7 +269,8 @@ class Server:
         if not port or self.proc.poll() is not None:
             raise RuntimeError("server did not start:\n" + "".join(lines))
         self.target = f"127.0.0.1:{port}"
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep the pipe empty
+        self._reader = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._reader.start()  # keep the pipe empty
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -278,6 +279,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout=10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 # -- command line -----------------------------------------------------------------------------------

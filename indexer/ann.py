@@ -48,8 +48,12 @@ def effective_k_factor(k_factor: float, min_rerank: int, k: int) -> float:
 
 
 def has_refine(index: faiss.Index) -> bool:
-    """Whether the index has an exact (or finer) re-ranking stage."""
-    return isinstance(faiss.downcast_index(index), faiss.IndexRefine)
+    """Whether the index (for ``IndexShards``, each shard) has an exact re-ranking stage."""
+    index = faiss.downcast_index(index)
+    shards = isinstance(index, faiss.IndexShards) and index.count() > 0  # type: ignore[attr-defined]
+    if shards:  # a sharded version as served: every shard is built alike
+        index = faiss.downcast_index(index.at(0))  # type: ignore[attr-defined]
+    return isinstance(index, faiss.IndexRefine)
 
 
 def search_params(

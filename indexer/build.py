@@ -93,8 +93,15 @@ class BuildConfig:
     # delete) acknowledged after this moment are replayed on top of the new version; None
     # takes the catalog file's modification time.
     snapshot_at: datetime | None = None
+    # Split the version into this many shards by ad id (indexer.shards); None: one index.
+    shards: int | None = None
 
     def __post_init__(self) -> None:
+        if self.shards is not None and self.shards < 1:
+            raise ValueError(f"shards must be >= 1; got {self.shards}")
+        if self.shards is not None and self.pins is not None:
+            # A root would have to resolve engaged pins into interests before fanning out.
+            raise ValueError("--pins with --shards is not supported yet: build pins unsharded")
         if not self.text_fields:
             raise ValueError("text_fields must name at least one field")
         if self.threads < 1:
@@ -161,13 +168,19 @@ def embed_catalog(
     return xb, model
 
 
-def train_index(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
-    """Create the index from its factory string, train it on a seeded sample, add everything."""
+def train_empty(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
+    """Create the index from its factory string and train it on a seeded sample of xb."""
     n, d = xb.shape
     index = faiss.index_factory(d, params.index_factory, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=params.train_size, replace=False))
     index.train(xb[sample])
+    return index
+
+
+def train_index(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
+    """Create the index from its factory string, train it on a seeded sample, add everything."""
+    index = train_empty(xb, params, seed=seed)
     index.add(xb)  # FAISS ids 0..n-1 follow catalog order: row i of ads.jsonl
     return index
 
@@ -215,6 +228,10 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         n,
         d,
     )
+    if config.shards is not None:
+        from indexer.shards import build_shards  # imports this module
+
+        return build_shards(config, catalog, xb, model, params, queries, timings)
     with timeit("Training and adding", timings):
         try:
             index = train_index(xb, params, seed=config.seed)

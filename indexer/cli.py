@@ -107,6 +107,13 @@ def _build_flags(p: argparse.ArgumentParser) -> Handler:
         action="store_true",
         help="skip invalid records and write them to rejects.jsonl in the version instead of failing",
     )
+    add(
+        "--shards",
+        type=int,
+        help="split the version into N shard indexes by ad id, each served by its own leaf "
+        "(adindex serve --shard I) behind adindex root; recall is gated as served, over all "
+        "shards (default: one index; docs/serving.md#sharded-serving)",
+    )
     add("--threads", type=int, help="FAISS threads for training (default: all cores)")
     add(
         "--seed",
@@ -145,6 +152,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         queries=args.queries,
         allow_below_target=args.allow_below_target,
         eval_budget_s=args.eval_budget_s,
+        shards=args.shards,
         **({"threads": args.threads} if args.threads else {}),
     )
     try:
@@ -166,6 +174,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         )
     if m.pins is not None:
         print(f"  {m.pins.count} pins ({m.pins.rejected} rejected), {m.pins.model}")
+    if m.shards is not None:
+        print(
+            f"  {m.shards.count} shards: {', '.join(str(e.counts.ads) for e in m.shards.entries)} ads"
+        )
     print(f"  {result.version_dir}")
     return 0
 

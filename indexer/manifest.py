@@ -160,6 +160,32 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class ShardEntry:
+    """One shard of a sharded version: its directory inside the version and its ads."""
+
+    name: str  # e.g. "shard-0"; its files are listed in the version's ``files`` under it
+    counts: Counts
+
+
+@dataclass(frozen=True)
+class ShardsInfo:
+    """A version split by ad id into ``count`` shards (``adindex build --shards N``).
+
+    The version's own manifest lists every shard in ``entries`` and, in ``files``, every file
+    of every shard (``shard-0/index.faiss``, ``shard-0/manifest.json``, ...). Each shard
+    directory holds a complete manifest of its own (``index`` says which shard it is) and
+    loads like an unsharded version. Every shard shares the trained quantizer and codebooks,
+    so scores are comparable; search defaults and quality are the version's, measured as
+    served (fan-out to every shard, merged by score).
+    """
+
+    count: int
+    assignment: str  # how an ad id picks its shard (indexer.shards.shard_of)
+    entries: tuple[ShardEntry, ...] = ()  # the version's manifest: every shard, in order
+    index: int | None = None  # a shard's own manifest: which shard it is
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything recorded about one published version (``manifest.json``)."""
 
@@ -178,6 +204,7 @@ class Manifest:
     version: str = ""  # set by publish
     files: dict[str, FileEntry] = field(default_factory=dict)  # set by publish
     schema: int = SCHEMA
+    shards: ShardsInfo | None = None  # None: one index, not sharded
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = _encode(self)

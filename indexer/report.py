@@ -28,6 +28,14 @@ def describe(manifest: Manifest) -> str:
     if (pins := manifest.pins) is not None:
         how = "precomputed" if pins.source != "text" else f"text {'+'.join(pins.text_fields)}"
         lines.append(f"pins      {pins.count} ({pins.rejected} rejected), {how}, from {pins.path}")
+    shards = manifest.shards
+    if shards is not None and shards.index is not None:
+        lines.append(
+            f"shard     {shards.index} of {shards.count} (search and quality: the version's)"
+        )
+    elif shards is not None:
+        sizes = ", ".join(f"{e.name} {e.counts.ads}" for e in shards.entries)
+        lines.append(f"shards    {shards.count} ({sizes}); recall measured as served, merged")
     quality = manifest.quality
     if quality is None:
         return "\n".join([*lines, "quality   not measured"])

@@ -121,15 +121,25 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         }
         for i in response.interests
     ]
+    sharded: dict[str, object] = {}
+    if response.shard_count:  # through adindex root (or from one leaf)
+        sharded = {"shards_answered": list(response.shards_answered), "partial": response.partial}
+        rows = [{**r, "shard": c.shard} for r, c in zip(rows, response.candidates, strict=True)]
     if args.json:
-        out: dict[str, object] = {"index_version": response.index_version, "candidates": rows}
+        out: dict[str, object] = {"index_version": response.index_version, **sharded}
+        out["candidates"] = rows
         if interests:
             out["interests"] = interests
         if response.unknown_pin_ids:
             out["unknown_pin_ids"] = list(response.unknown_pin_ids)
         print(json.dumps(out))
         return 0
-    print(f"index {response.index_version}, nprobe {response.nprobe}")
+    print(f"index {response.index_version}, nprobe {response.nprobe}", end="")
+    if response.shard_count:
+        answered = ", ".join(map(str, response.shards_answered))
+        partial = " (PARTIAL: some shards did not answer)" if response.partial else ""
+        print(f", shards {answered} of {response.shard_count}{partial}", end="")
+    print()
     for n, i in enumerate(interests):
         pins = f", pins {', '.join(i['pin_ids'])}" if "pin_ids" in i else ""  # type: ignore[arg-type]
         print(f"interest {n}: weight {i['weight']}, {i['contributed']} of quota {i['quota']}{pins}")

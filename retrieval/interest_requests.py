@@ -115,7 +115,7 @@ class InterestRetrieval:
     def retrieve(
         self, request: retrieval_pb2.RetrieveRequest, kind: QueryKind
     ) -> retrieval_pb2.RetrieveResponse:
-        searcher = self._state.current()  # one version for the whole call
+        searcher = self._state.searcher_for(request.index_version)  # one version per call
         searcher.check_limits(request.k, request.nprobe)
         flt = request_filter(request)
         if kind == "context_pin":

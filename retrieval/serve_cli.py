@@ -209,6 +209,19 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         required=True,
         help="artifact root (serves LATEST, and each version published later) or one version directory",
     )
+    add(
+        "--shard",
+        type=int,
+        help="serve shard I of a sharded version (adindex build --shards N) as a leaf behind "
+        "adindex root, which switches its versions (default: the index is not sharded)",
+    )
+    add(
+        "--release-after-s",
+        type=float,
+        default=d.release_after_s,
+        help="a leaf keeps the version it was switched from this long, for calls other roots "
+        "still pin to it (default: %(default)s)",
+    )
     add("--host", default=d.host, help="address to bind (default: %(default)s, loopback only)")
     add("--port", type=int, default=d.port, help="port (default: %(default)s; 0 picks a free one)")
     add(
@@ -330,6 +343,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             interests=_interests(args),
+            shard=args.shard,
+            release_after_s=args.release_after_s,
         )
     )
     return 0

@@ -47,6 +47,7 @@ from retrieval.interceptors import (
 )
 from retrieval.interest_requests import InterestRetrieval
 from retrieval.interests import InterestConfig
+from retrieval.leaf import LeafService, LeafState
 from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.recall_control import RecallControl
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
@@ -98,8 +99,16 @@ class ServerConfig:
     metrics_port: int | None = None  # None: no HTTP endpoint (metrics still kept in-process)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS only
     tls_key: Path | None = None
+    # Serve this shard of a sharded version as a leaf behind ``adindex root`` (retrieval.leaf)
+    shard: int | None = None
+    # A leaf keeps the version it switched from this long, for calls other roots still pin to it
+    release_after_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.shard is not None and self.shard < 0:
+            raise ValueError(f"shard must be >= 0; got {self.shard}")
+        if self.release_after_s < 0:
+            raise ValueError(f"release_after_s must be >= 0; got {self.release_after_s}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535]; got {self.port}")
         if self.max_k < 1:
@@ -179,19 +188,21 @@ def _register(
     service: RetrievalService,
     admin: AdminService,
     health_servicer: health.HealthServicer,
+    leaf: LeafService | None = None,
 ) -> None:
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     retrieval_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    names = [
+        SERVICE_NAME,
+        retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    if leaf is not None:
+        retrieval_pb2_grpc.add_LeafServiceServicer_to_server(leaf, server)  # type: ignore[no-untyped-call]
+        names.append(retrieval_pb2.DESCRIPTOR.services_by_name["LeafService"].full_name)
+    reflection.enable_server_reflection(names, server)
 
 
 def _listen(server: grpc.Server, config: ServerConfig) -> int:
@@ -265,14 +276,27 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
             health_servicer.set(name, status)
 
     control = RecallControl(config.recall_control, metrics)
-    state = IndexState(
-        on_serving,
-        max_k=config.max_k,
-        exact_max_rows=config.exact_max_rows,
-        metrics=metrics,
-        validation=config.validation,
-        on_load=control.attach,
-    )
+    state: IndexState
+    if config.shard is None:
+        state = IndexState(
+            on_serving,
+            max_k=config.max_k,
+            exact_max_rows=config.exact_max_rows,
+            metrics=metrics,
+            validation=config.validation,
+            on_load=control.attach,
+        )
+    else:  # a leaf behind adindex root (retrieval.leaf)
+        state = LeafState(
+            on_serving,
+            shard=config.shard,
+            release_after_s=config.release_after_s,
+            max_k=config.max_k,
+            exact_max_rows=config.exact_max_rows,
+            metrics=metrics,
+            validation=config.validation,
+            on_load=control.attach,
+        )
     root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
     batcher = MicroBatcher(config.batching, metrics) if config.batching else None
     listener = control if config.recall_control.enabled else None
@@ -296,7 +320,8 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         interests=interests,
     )
     admin = AdminService(state, root, text=text)
-    _register(server, service, admin, health_servicer)
+    leaf = LeafService(state) if isinstance(state, LeafState) else None
+    _register(server, service, admin, health_servicer, leaf)
     port = _listen(server, config)
     server.start()
     tls = "TLS" if config.tls_cert else "plaintext"

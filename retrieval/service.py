@@ -10,8 +10,10 @@ from contextlib import nullcontext
 import grpc
 import numpy as np
 
+from indexer.artifact import read_manifest
 from retrieval.batching import MicroBatcher
 from retrieval.interest_requests import InterestRetrieval, query_kind, request_filter
+from retrieval.leaf import LeafState
 from retrieval.metrics import Metrics
 from retrieval.recall_control import RecallControl
 from retrieval.searcher import Hits, Searcher
@@ -55,7 +57,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> tuple[Searcher, Hits, np.ndarray]:
         ticket = self._batcher.arrive() if self._batcher is not None else None
         try:
-            searcher = self._state.current()  # one searcher for the whole call, even across a swap
+            # one searcher for the whole call, even across a swap; a pinned call gets its version
+            searcher = self._state.searcher_for(request.index_version)
             flt = request_filter(request)
             xq = np.asarray(request.user_embedding, dtype=np.float32)
             if ticket is not None and not flt.narrows and not flt.max_per_advertiser:
@@ -94,6 +97,11 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             plan=hits.plan,
             k_factor=hits.k_factor,
         )
+        shards = searcher.artifact.manifest.shards
+        shard = searcher.artifact.shard or 0
+        if shards is not None:  # a leaf: say which shard answered, for the root's merge
+            response.shards_answered.append(shard)
+            response.shard_count = shards.count
         add = response.candidates.add  # in place: ~40% cheaper than building a list to copy in
         for row, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
             ad = searcher.meta(row, hits.view)
@@ -102,6 +110,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
                 advertiser_id=ad.advertiser_id,
                 campaign_id=ad.campaign_id,
                 score=score,
+                shard=shard,
             )
         return response
 
@@ -129,4 +138,15 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             pin_count=len(searcher.artifact.pins or ()),
             max_interests=self._interests.config.max_interests,
             max_engaged_pins=self._interests.config.max_engaged_pins,
+            leaf=self._state.status() if isinstance(self._state, LeafState) else None,
+            version_manifest_json=_version_manifest(searcher),
         )
+
+
+def _version_manifest(searcher: Searcher) -> str:
+    """A shard's whole version's manifest (the root describes the version with it), else ""."""
+    art = searcher.artifact
+    if art.shard is None or art.manifest.shards is None or art.manifest.shards.index is None:
+        return ""
+    version = read_manifest(art.path.parent)  # shard-I/ lives in the version's directory
+    return json.dumps(version.to_json(), sort_keys=True)

@@ -204,8 +204,8 @@ class ShadowRecall:
             except Exception:
                 logger.exception("Shadow recall pass failed")
             finally:
-                for _ in group:
-                    self._queue.task_done()
+                for _ in range(len(group)):  # (a loop over group would keep its last sample,
+                    self._queue.task_done()  # and with it a swapped-out version, alive)
             spent = time.perf_counter() - started
             duty = self.config.unsettled_max_duty if unsettled else self.config.max_duty
             self._stop.wait(spent * (1.0 / duty - 1.0))
