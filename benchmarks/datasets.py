@@ -617,9 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Neighbour statistics of a synthetic dataset vs real MiniLM embeddings."
     )
-    parser.add_argument(
-        "--dataset", choices=["calibrated", "tight", "blobs"], default="calibrated"
-    )
+    parser.add_argument("--dataset", choices=["calibrated", "tight", "blobs"], default="calibrated")
     parser.add_argument("--nb", type=int, default=54_667, help="base vectors")
     parser.add_argument(
         "--nq", type=int, default=1_000, help="queries (at most 1,000 are measured)"

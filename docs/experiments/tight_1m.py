@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import indexer  # noqa: F401  (first: OpenMP environment before FAISS loads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.*
