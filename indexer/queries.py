@@ -2,8 +2,8 @@
 
 A query file when given (``file_queries``; ``adindex build --queries``: .npy, shape (nq, d),
 float32, e.g. a sample of yesterday's Retrieve embeddings), otherwise ``catalog_queries``:
-synthetic users built from the catalog itself (their recipe is in its docstring and its
-constants below). Self-queries (indexed vectors) would overstate recall: their nearest
+synthetic users built from the catalog itself (their recipe: its docstring and
+``QueryRecipe``, calibrated against real queries). Self-queries (indexed vectors) would overstate recall: their nearest
 neighbour is themselves, at cosine 1. A file larger than ``max_queries`` is sampled with a
 seed. How well the default queries predict recall on real queries: docs/index-parameters.md.
 """
@@ -91,8 +91,11 @@ def catalog_queries(
 
     A query is the normalised sum of ``recipe.members`` catalog vectors from each of its
     interests (``recipe.interests_p``: how many; an interest is a seed ad's nearest
-    ``recipe.region_share`` of a sample of ``recipe.pool`` ads), plus isotropic noise of norm
-    ``recipe.noise``, normalised again.
+    ``recipe.region_share`` of a sample of ``recipe.pool`` ads), plus a specific part
+    (``recipe.residual_weight`` times the unit sum of ``recipe.residuals`` differences between a
+    pooled ad and one of its ``recipe.residual_neighbours`` nearest), normalised, plus
+    isotropic noise of norm ``recipe.noise``, normalised again. The queries carry the
+    recipe's calibration ``margin`` (``QuerySet.margin``) for the recall interval.
 
     Args:
         xb: indexed vectors, shape (n, d), float32 unit rows.
@@ -124,8 +127,15 @@ def catalog_queries(
     description = (
         f"{nq} synthetic users (seed {seed}): each the normalised sum of {r.members[0]}-"
         f"{r.members[1]} catalog vectors from each of 1-{len(r.interests_p)} interests (a seed "
-        f"ad's {width} nearest among {len(pool)} sampled ads), plus isotropic noise of norm "
-        f"{r.noise}"
+        f"ad's {width} nearest among {len(pool)} sampled ads)"
+        + (
+            f", plus a specific part of weight {r.residual_weight} (the unit sum of "
+            f"{r.residuals} differences between a sampled ad and one of its "
+            f"{r.residual_neighbours} nearest)"
+            if r.residuals and r.residual_weight
+            else ""
+        )
+        + f", plus isotropic noise of norm {r.noise}"
     )
     return QuerySet(
         xq=_unit_rows(xq + noise),
