@@ -8,28 +8,32 @@ Every build measures its index before publishing it (``indexer.build``):
    included: eligibility changes after publishing (admin pauses), the index does not, and the
    searcher's ``IDSelectorBitmap`` removes ineligible ids inside the same IVF scan.
 3. **Sweep.** nprobe over powers of two and 1.5x powers of two up to nlist, and for
-   re-ranking indexes the depth k_factor over ``k_factors`` (1, 2, 4, 8), with the searcher's
-   own rule: effective k_factor = max(k_factor, min_rerank / k). (Not 16: a fast-scan IVF
-   search for 1,600 candidates is several times slower than for 800.) An explicit k_factor
-   goes first, else 4; then the others deepest first. A row runs until recall plateaus
+   re-ranking indexes the depth k_factor over ``k_factors`` (1, 2, 4, 8, 16, 32), with the
+   searcher's own rule: effective k_factor = max(k_factor, min_rerank / k). An explicit
+   k_factor goes first, else 4; then ``row_order``: the likeliest levers first (deeper rows
+   first when the first row fell short of the target). A row runs until recall plateaus
    (gain < ``PLATEAU_GAIN`` per doubling of nprobe), reaches 0.999, or reaches the target
    (its cheapest such point). Later rows also stop once slower than the cheapest
    target-reaching point (x ``SLOWER``) or too far below the target to reach it. The whole
-   sweep stops when its time budget is spent (after at least one point). Latency: the first
+   sweep stops when its time budget is spent (after at least one point). Latency: up to
    200 queries, one ``search`` call each on one OpenMP thread, as the server runs (p50, p99
-   ms); recall: all queries (the rest batched).
+   ms); recall: all queries (the rest batched), with a bootstrap interval over queries
+   widened by the queries' calibration margin.
    Recall is measured at k = ``recall_k`` only: the defaults are tuned for that k (smaller
    requests re-rank at least ``min_rerank`` candidates).
 4. **Choice.** Points no other point beats on both recall and p50 form the Pareto frontier
-   (FAISS ``OperatingPoints``). The chosen point is the one with the lowest p50 whose recall
-   reaches the target, among points matching an explicit ``--nprobe`` / ``--k-factor``.
+   (FAISS ``OperatingPoints``). The chosen point is the one with the lowest p50 whose
+   recall_low (the interval's lower end) reaches the target, among points matching an
+   explicit ``--nprobe`` / ``--k-factor``.
+5. **Short of the target**, ``indexer.probe.rerank_probes`` measures what deeper re-ranking
+   would give (recall only) and the shallowest depth that gets there is measured as real
+   points (``_rescue``); the refusal's advice says what was measured and what was not.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -50,6 +54,7 @@ from indexer.ann import (
 )
 from indexer.manifest import OperatingPoint, Quality, RerankProbe
 from indexer.params import DEFAULT_K_FACTOR, DEFAULT_MIN_RERANK
+from indexer.probe import rerank_probes
 from indexer.queries import QuerySet
 
 logger = logging.getLogger(__name__)
@@ -64,8 +69,6 @@ TIMED_QUERIES = 200  # single-query calls timed per point (p99 = the 2nd-3rd slo
 # deeper re-ranking rows need. Recall still counts every query.
 POINT_TIMING_S = 2.0
 MIN_TIMED_QUERIES = 30
-# Deepest re-ranking a refused build's probe measures (recall only): k * 64 candidates.
-PROBE_MAX_K_FACTOR = 64
 WALK_DOWN_STEPS = 3  # smaller nprobes tried below a point the probe rescued
 
 
@@ -440,61 +443,6 @@ def tune(
     )
 
 
-def rerank_probes(
-    index: faiss.Index, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, nprobe: int
-) -> list[RerankProbe]:
-    """Recall at nprobe for every re-ranking depth 1, 2, 4, ... up to ``PROBE_MAX_K_FACTOR``,
-    from one batched search of the index's first (PQ) stage for k * 64 candidates.
-
-    Exact re-ranking of the first k * k_factor candidates keeps exactly the true neighbours
-    among them (ties aside), so the candidates' prefixes give every depth's recall without
-    timing any of them. ``coverage`` is the share of the exact top-k stored in the probed
-    lists: no depth can do better.
-
-    Args:
-        index: an IVF index inside a re-ranking stage (``has_refine``).
-        xb: the indexed vectors (n, d), to find the lists of the true neighbours.
-        xq: queries (nq, d); truth: their exact top-k ids (nq, k), -1 padded.
-        nprobe: lists probed.
-    """
-    k = truth.shape[1]
-    refine = faiss.downcast_index(index)
-    if not isinstance(refine, faiss.IndexRefine):
-        raise ValueError(f"rerank_probes needs a re-ranking index; got {type(refine).__name__}")
-    base = faiss.downcast_index(refine.base_index)
-    depths = [kf for kf in (1 << i for i in range(7)) if kf <= PROBE_MAX_K_FACTOR]
-    depths = [kf for kf in depths if kf == 1 or k * kf // 2 < base.ntotal]
-    width = min(k * depths[-1], int(base.ntotal))
-    t0 = time.perf_counter()
-    _, cand = base.search(xq, width, params=search_params(base, nprobe, 1, width))
-    quantizer = faiss.extract_index_ivf(base).quantizer
-    _, probed = quantizer.search(xq, nprobe)  # (nq, nprobe) lists, nearest first
-    ids = truth[truth >= 0]
-    _, home = quantizer.search(np.ascontiguousarray(xb[ids], dtype=np.float32), 1)
-    list_of = np.full(truth.shape, -1, dtype=np.int64)
-    list_of[truth >= 0] = home[:, 0]
-    inside = (list_of[:, :, None] == probed[:, None, :]).any(axis=2) & (truth >= 0)
-    coverage = float(np.mean(inside.sum(axis=1) / np.maximum((truth >= 0).sum(axis=1), 1)))
-    out = [
-        RerankProbe(
-            nprobe=nprobe,
-            k_factor=kf,
-            recall=round(float(recall_per_query(cand[:, : k * kf], truth).mean()), 4),
-            coverage=round(coverage, 4),
-        )
-        for kf in depths
-    ]
-    logger.info(
-        "Re-ranking probe at nprobe %d (%.1f s): %s; the probed lists hold %.3f of the top-%d",
-        nprobe,
-        time.perf_counter() - t0,
-        ", ".join(f"k_factor {p.k_factor}: {p.recall:.3f}" for p in out),
-        coverage,
-        k,
-    )
-    return out
-
-
 def _rescue(
     index: faiss.Index,
     xq: np.ndarray,
@@ -543,97 +491,3 @@ def allowed_best(tuning: Tuning, config: TuningConfig) -> OperatingPoint:
         and (config.k_factor is None or p.k_factor == config.k_factor)
     ]
     return max(ok or tuning.points, key=lambda p: (p.recall, -p.p50_ms))
-
-
-def advice(tuning: Tuning, factory: str, nlist: int, d: int, config: TuningConfig) -> list[str]:
-    """What to change so that this index reaches its target, read off its measured curve and
-    re-ranking probe. Each item says whether it was measured on this index or not."""
-    out = []
-    free = choose(tuning.points, tuning.target_recall)
-    if free is not None:  # explicit --nprobe / --k-factor kept it below target
-        out.append(
-            f"nprobe {free.nprobe} with k_factor {free.k_factor} reaches {free.recall:.3f} "
-            "(measured): drop or raise --nprobe / --k-factor"
-        )
-    best = tuning.best
-    if tuning.truncated:
-        out.append(
-            f"the sweep ran out of its {config.time_budget_s:.0f} s budget before measuring "
-            "every setting: a larger --eval-budget-s (not measured)"
-        )
-    if config.nprobe is not None and config.nprobe < nlist and free is None:
-        out.append(f"more nprobe headroom than --nprobe {config.nprobe}")
-    out += _probe_advice(tuning, nlist)
-    if "RFlat" not in factory and "Refine(" not in factory:
-        out.append(
-            f"a re-ranking stage: '{factory},RFlat' (+{4 * d} B/vector), "
-            f"',Refine(SQfp16)' (+{2 * d} B) or ',Refine(SQ8)' (+{d} B) (not measured)"
-        )
-    else:
-        deepest = max(p.k_factor for p in tuning.points)
-        if best.k_factor == deepest and not tuning.probes:
-            out.append(f"deeper re-ranking: --k-factor {2 * deepest} (not measured)")
-        if "Refine(SQ8)" in factory:
-            out.append("a more exact re-ranking stage: Refine(SQfp16) or RFlat (not measured)")
-    bigger = _more_pq_bytes(factory, d)
-    if bigger is not None:
-        out.append(f"more PQ bytes: {bigger!r} (not measured)")
-    out.append(f"or a lower --target-recall (measured best: {best.recall:.3f})")
-    return out
-
-
-def _probe_advice(tuning: Tuning, nlist: int) -> list[str]:
-    """The re-ranking probe's findings: how deep re-ranking must go, whether lists limit."""
-    if not tuning.probes:
-        return []
-    out = []
-    deepest = tuning.probes[-1]
-    nprobe = deepest.nprobe
-    wanted = tuning.target_recall + tuning.queries.margin
-    reach = [p for p in tuning.probes if p.recall >= wanted]
-    if reach:
-        p = reach[0]
-        timed = [q for q in tuning.points if (q.nprobe, q.k_factor) == (p.nprobe, p.k_factor)]
-        label = "recall measured, timed" if timed else "recall measured, latency not measured"
-        out.append(
-            f"deeper re-ranking: k_factor {p.k_factor} reaches {p.recall:.3f} at nprobe "
-            f"{nprobe} ({label}): --k-factor {p.k_factor}"
-        )
-    else:
-        out.append(
-            f"deeper re-ranking alone does not get there: k_factor {deepest.k_factor} gives "
-            f"{deepest.recall:.3f} at nprobe {nprobe} (measured)"
-        )
-    if nprobe >= nlist:
-        out.append(f"more lists cannot help: nprobe {nprobe} probes every list (measured)")
-    elif deepest.coverage < wanted:
-        out.append(
-            f"more lists: nprobe {nprobe}'s lists hold {deepest.coverage:.3f} of the true "
-            "neighbours (measured): a larger --nprobe or --eval-budget-s"
-        )
-    return out
-
-
-def _more_pq_bytes(factory: str, d: int) -> str | None:
-    match = re.search(r"PQ(\d+)", factory)
-    if match is None:
-        return None
-    m = int(match.group(1)) * 2
-    if d % m:
-        return None
-    return factory[: match.start(1)] + str(m) + factory[match.end(1) :]
-
-
-def below_target_message(
-    tuning: Tuning, factory: str, nlist: int, d: int, config: TuningConfig
-) -> str:
-    """Why a build is refused: the best recall reached, where, and what to change."""
-    best = tuning.best
-    return (
-        f"recall@{tuning.recall_k} of {factory} does not reach the target "
-        f"{tuning.target_recall}: best {best.recall:.3f} at nprobe {best.nprobe}, k_factor "
-        f"{best.k_factor} ({best.p50_ms:.2f} ms p50), measured on "
-        f"{tuning.queries.description}.\nTo reach it, try: "
-        + "; ".join(advice(tuning, factory, nlist, d, config))
-        + "."
-    )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from indexer import artifact, tuning
+from indexer.advice import advice, below_target_message
 from indexer.ann import exact_search, recall_at_k
 from indexer.ann import recall_interval as ann_interval
 from indexer.build import BuildConfig, build
@@ -23,22 +24,20 @@ from indexer.manifest import (
     OperatingPoint,
     SearchDefaults,
 )
+from indexer.probe import rerank_probes
 from indexer.queries import QuerySet, catalog_queries, file_queries
 from indexer.report import describe
 from indexer.tuning import (
     Tuning,
     TuningConfig,
     _row_done,
-    advice,
     allowed_best,
-    below_target_message,
     choose,
     gated,
     k_factor_grid,
     measure,
     nprobe_grid,
     pareto_frontier,
-    rerank_probes,
     row_order,
     tune,
 )
