@@ -62,9 +62,10 @@ def _probe_advice(tuning: Tuning, nlist: int) -> list[str]:
         p = reach[0]
         timed = [q for q in tuning.points if (q.nprobe, q.k_factor) == (p.nprobe, p.k_factor)]
         label = "recall measured, timed" if timed else "recall measured, latency not measured"
+        deeper = p.k_factor > max(q.k_factor for q in tuning.points)
         out.append(
-            f"deeper re-ranking: k_factor {p.k_factor} reaches {p.recall:.3f} at nprobe "
-            f"{nprobe} ({label}): --k-factor {p.k_factor}"
+            f"{'deeper re-ranking' if deeper else 're-ranking depth'}: k_factor {p.k_factor} "
+            f"reaches {p.recall:.3f} at nprobe {nprobe} ({label}): --k-factor {p.k_factor}"
         )
     else:
         out.append(

@@ -401,7 +401,8 @@ def tune(
     """Measure an index's recall/latency curve and choose its default operating point.
 
     When the sweep finds no point reaching the target, a probe measures the recall deeper
-    re-ranking would give at the largest nprobe measured (``rerank_probes``); the shallowest depth
+    re-ranking would give at the explicit or else the largest nprobe measured
+    (``rerank_probes``); the shallowest depth
     it shows reaching the target is then measured as a real, timed point, then at fewer lists
     while it still reaches it (``_rescue``), so a point that exists is found even when the
     sweep's budget ran out first.
@@ -425,8 +426,9 @@ def tune(
     chosen = choose(points, config.target_recall, nprobe=config.nprobe, k_factor=config.k_factor)
     probes: list[RerankProbe] = []
     if chosen is None and has_refine(index):
-        # The most lists any row measured: rows stop where more lists stopped paying off.
-        widest = max(p.nprobe for p in points)
+        # An explicit nprobe, else the most lists any row measured: rows stop where more
+        # lists stopped paying off.
+        widest = config.nprobe or max(p.nprobe for p in points)
         probes = rerank_probes(index, xb, queries.xq, truth, widest)
         points += _rescue(index, queries.xq, truth, probes, points, nlist, config, margin)
     points = pareto_frontier(points)
