@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from indexer import artifact
+from indexer.advice import below_target_message
 from indexer.ann import normalize
 from indexer.catalog import read_catalog, write_rejects
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
@@ -36,13 +37,7 @@ from indexer.params import DEFAULT_MIN_RERANK, IndexParams, choose_params
 from indexer.pins import PinFile, PinsError, embed_pins, read_pins, write_pins
 from indexer.queries import QuerySet, catalog_queries, file_queries
 from indexer.records import DEFAULT_TEXT_FIELDS, PIN_TEXT_FIELDS, Catalog
-from indexer.tuning import (
-    Tuning,
-    TuningConfig,
-    allowed_best,
-    below_target_message,
-    tune,
-)
+from indexer.tuning import Tuning, TuningConfig, allowed_best, tune
 
 logger = logging.getLogger(__name__)
 
