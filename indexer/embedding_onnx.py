@@ -143,8 +143,8 @@ def _quantize_int8(source: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logger.info("Quantising %s to int8 (dynamic, per channel)", source)
-    # Measured (docs/embedders.md): one scale per tensor loses too much on this model (cosine
-    # to fp32 down to 0.91); per output channel keeps it at >= 0.98 and is also the faster kernel.
+    # One scale per tensor lost too much on this model (cosine to fp32 down to ~0.91 on ad texts);
+    # per output channel keeps it >= 0.97 (docs/embedders.md) and was also the faster kernel.
     # Only MatMuls with constant weights are quantised (MatMulConstBOnly, the dynamic default).
     with _quiet("root"):
         quantize_dynamic(source, out, weight_type=QuantType.QInt8, per_channel=True)
