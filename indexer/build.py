@@ -20,7 +20,7 @@ from indexer import artifact
 from indexer.advice import below_target_message
 from indexer.ann import normalize
 from indexer.catalog import read_catalog, write_rejects
-from indexer.embedding import Embedder, SentenceTransformerEmbedder
+from indexer.embedding import Embedder, SentenceTransformerEmbedder, embedder_identity
 from indexer.manifest import (
     DEFAULT_TEXT_SEPARATOR,
     BuildInfo,
@@ -158,6 +158,7 @@ def embed_catalog(
         "text",
         text_fields=config.text_fields,
         text_separator=config.text_separator,
+        embedder=embedder_identity(embedder),
     )
     xb = embedder.encode([model.text_of(r) for r in catalog.records], progress=True)
     return xb, model
