@@ -15,8 +15,9 @@
 3. **The budget**: at a target rate the machine has ``cores / rate`` of CPU per call for client,
    server and search together; the floor is search (batched) + bare server + client.
 
-Prints JSON lines and the budget; writes them to
-``benchmarks/results/load/ceiling{-LABEL}.jsonl``.
+Prints JSON lines and the budget; writes them, each self-describing (``benchmarks.provenance``),
+to ``benchmarks/results/load/ceiling{-LABEL}.jsonl``; ``python -m benchmarks.publish`` copies
+the ones a doc cites to docs/results/.
 """
 
 from __future__ import annotations
@@ -96,15 +97,24 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
         t.join()
     qps = (TIMED // cores) * cores / (time.perf_counter() - t0)
     return {
-        "what": "faiss-alone",
+        "kind": "faiss-alone",
+        "threads": {
+            "single": 1,
+            "lone": sorted(lone),
+            "qps": cores,
+            "how": "CPU per query on 1 OpenMP thread; lone-query latency on 1 and 2 "
+            "threads; QPS: one single-query search per core",
+        },
         "factory": art.manifest.index.factory,
         "nb": art.index.ntotal,
+        "d": art.index.d,
         "nprobe": nprobe,
         "k": k,
         f"recall_at_{k}": round(float(recall), 4),
         "cpu_ms_per_query_single": round(single, 3),
         f"cpu_ms_per_query_batch{BATCH}": round(batched, 3),
-        **{f"lone_p50_p99_ms_{n}_threads": v for n, v in lone.items()},
+        **{f"lone_p50_ms_{n}_threads": v[0] for n, v in lone.items()},
+        **{f"lone_p99_ms_{n}_threads": v[1] for n, v in lone.items()},
         "qps_one_search_per_core": round(qps),
         "cores": cores,
     }
@@ -161,7 +171,8 @@ def bare_server(index_root: Path, workers: int, clients: list[int]) -> list[dict
             r = drive(run, xq, proc.pid)
             rows.append(
                 {
-                    "what": "bare-python-grpc-server",
+                    "kind": "bare-server",
+                    "threads": {"workers": workers, "clients": c, "client_procs": run.procs},
                     "workers": workers,
                     "clients": c,
                     "qps": round(r.qps),
@@ -192,10 +203,17 @@ def main() -> None:
         return
     if args.index is None:
         ap.error("--index is required")
-    rows = [faiss_alone(args.index, args.nprobe, args.k)]
+    from benchmarks.provenance import command, provenance
+
+    cmd = command()
+    dataset = args.index.parent / "dataset.json"
+    base = {"benchmark": "serving_ceiling", "nprobe": args.nprobe, "k": args.k,
+            "dataset": json.loads(dataset.read_text())["dataset"] if dataset.is_file() else None}  # fmt: skip
+    rows = [{**base, **faiss_alone(args.index, args.nprobe, args.k), **provenance(cmd)}]
     print(json.dumps(rows[-1]), flush=True)
+    base |= {key: rows[0][key] for key in ("factory", "nb", "d")}  # the index every row is about
     for row in bare_server(args.index, args.workers, [1, 16]):
-        rows.append(row)
+        rows.append({**base, **row, **provenance(cmd)})
         print(json.dumps(row), flush=True)
     search, bare = rows[0], rows[-1]
     if bare["server_cpu_ms"] is None:
@@ -203,16 +221,17 @@ def main() -> None:
     floor = search[f"cpu_ms_per_query_batch{BATCH}"] + bare["server_cpu_ms"] + bare["client_cpu_ms"]
     budget = 1e3 * search["cores"] / args.target_qps
     verdict = {
-        "what": "budget",
+        **base,
+        "kind": "budget",
+        "threads": {"cores": search["cores"]},
         "target_qps": args.target_qps,
         "cpu_ms_per_call_available": round(budget, 3),
         "cpu_ms_per_call_floor": round(floor, 3),
         "floor_parts": "batched search + bare server + clients (16 clients)",
         "max_qps_at_floor": round(1e3 * search["cores"] / floor),
         "max_qps_clients_elsewhere": round(1e3 * search["cores"] / (floor - bare["client_cpu_ms"])),
-        "load_avg_1m": os.getloadavg()[0],
     }
-    rows.append(verdict)
+    rows.append({**verdict, **provenance(cmd)})
     print(json.dumps(verdict), flush=True)
     out = (
         ROOT / "benchmarks/results/load" / f"ceiling{'-' + args.label if args.label else ''}.jsonl"
