@@ -297,7 +297,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     m.add_argument("--nb", type=int, default=100_000)
     m.add_argument("--nq", type=int, default=1000)
     m.add_argument("--out", type=Path, required=True)
-    m.add_argument("--factory", default="IVF1024,PQ96x4fs,RFlat", help="(adindex's choice at 100k)")
+    m.add_argument("--factory", default=None, help="default: what indexer.params chooses for --nb")
     m.add_argument(
         "--target-recall", type=float, default=0.95, help="recall@100 the defaults must reach"
     )

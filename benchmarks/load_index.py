@@ -37,7 +37,9 @@ def served_recall(target: str, xq: np.ndarray, truth: np.ndarray, k: int, nprobe
     return recall_at_k(found, truth[:, :k])
 
 
-def make_index(nb: int, nq: int, out: Path, factory: str, target_recall: float = 0.95) -> Path:
+def make_index(
+    nb: int, nq: int, out: Path, factory: str | None, target_recall: float = 0.95
+) -> Path:
     """Publish ``out/index/<version>`` built from ``calibrated(nb, nq)``; returns its directory."""
     from benchmarks.datasets import calibrated
     from benchmarks.systems import build_artifact, exact_neighbours, write_vector_catalog

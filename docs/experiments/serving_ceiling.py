@@ -1,6 +1,7 @@
 """How many Retrieve calls/s this machine can serve at all, from three measurements (docs/serving.md).
 
     python docs/experiments/serving_ceiling.py --index /tmp/load-1m/index --nprobe 320
+    python docs/experiments/serving_ceiling.py --index /tmp/load-100k/index   # its default nprobe
 
 1. **FAISS alone**, no RPC: the served artifact's search at ``--nprobe`` (its recall@k against
    the exact top k in ``truth.npy`` beside the index root, from ``benchmarks.load make-index``):
@@ -55,6 +56,7 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
     truth = np.load(index_root.parent / "truth.npy")[: 2 * TIMED, :k]
     # The server's own parameters (its k_factor and eligibility selector), from the searcher.
+    nprobe = nprobe or art.manifest.search.nprobe  # 0: the artifact's default, as the server
     params = searcher._params(nprobe, k, searcher.view.selector.sel)
     faiss.omp_set_num_threads(1)
     _, found = art.index.search(xq, k, params=params)
@@ -191,7 +193,7 @@ def bare_server(index_root: Path, workers: int, clients: list[int]) -> list[dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--index", type=Path, help="artifact root from benchmarks.load make-index")
-    ap.add_argument("--nprobe", type=int, default=320)
+    ap.add_argument("--nprobe", type=int, default=0, help="0 = the index's default")
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--target-qps", type=float, default=1500)
@@ -207,11 +209,11 @@ def main() -> None:
 
     cmd = command()
     dataset = args.index.parent / "dataset.json"
-    base = {"benchmark": "serving_ceiling", "nprobe": args.nprobe, "k": args.k,
+    base = {"benchmark": "serving_ceiling", "k": args.k,
             "dataset": json.loads(dataset.read_text())["dataset"] if dataset.is_file() else None}  # fmt: skip
     rows = [{**base, **faiss_alone(args.index, args.nprobe, args.k), **provenance(cmd)}]
     print(json.dumps(rows[-1]), flush=True)
-    base |= {key: rows[0][key] for key in ("factory", "nb", "d")}  # the index every row is about
+    base |= {key: rows[0][key] for key in ("factory", "nb", "d", "nprobe")}  # the searched index
     for row in bare_server(args.index, args.workers, [1, 16]):
         rows.append({**base, **row, **provenance(cmd)})
         print(json.dumps(row), flush=True)
