@@ -543,18 +543,6 @@ class StatsRun:
             raise ValueError(f"nb, nq, threads must be >= 1 and d >= 2; got {self}")
 
 
-def _git_sha() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def format_table(stats: dict[str, float], real: dict[str, float] = REAL_MINILM_STATS) -> str:
     """The statistics beside the real ones, one line each: name, synthetic, real, difference."""
     lines = [f"{'stat':<22}{'synthetic':>10}{'real':>8}{'diff':>8}"]
@@ -564,9 +552,11 @@ def format_table(stats: dict[str, float], real: dict[str, float] = REAL_MINILM_S
     return "\n".join(lines)
 
 
-def run(cfg: StatsRun) -> dict[str, Any]:
-    """Generate the dataset, measure it, and return one JSON-ready record."""
+def run(cfg: StatsRun, cmd: str = "(from Python: benchmarks.datasets.run)") -> dict[str, Any]:
+    """Generate the dataset, measure it, and return one self-describing JSON-ready record."""
     import faiss
+
+    from benchmarks.provenance import provenance
 
     faiss.omp_set_num_threads(cfg.threads)
     t0 = time.perf_counter()
@@ -582,13 +572,17 @@ def run(cfg: StatsRun) -> dict[str, Any]:
         ds, k=cfg.k, nlist=nlist, nprobes=nprobes, max_train_points=cfg.max_train_points
     )
     return {
+        "benchmark": "datasets",
+        "kind": "neighbour_stats",
         "name": ds.name,
         **asdict(cfg),
+        "dataset": ds.name,
+        "threads": {"kmeans": cfg.threads},
         "nlist": nlist,
         "gen_s": round(gen_s, 2),
         "stats": {key: round(v, 4) if isinstance(v, float) else v for key, v in stats.items()},
         "real": REAL_MINILM_STATS,
-        "git_sha": _git_sha(),
+        **provenance(cmd),
     }
 
 
@@ -611,6 +605,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-train-points", type=int, default=None, help="train k-means on a sample this large"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/datasets/neighbour-stats.jsonl"),
+        help="append the JSON line here (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # FAISS's loader logs every SIMD variant it tries at INFO.
@@ -625,7 +625,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_train_points=args.max_train_points,
         threads=args.threads,
     )
-    record = run(cfg)
+    from benchmarks.provenance import command
+
+    record = run(cfg, command(argv, module="benchmarks.datasets"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
     stats = record["stats"]
     print(
         f"{record['name']}: nb={cfg.nb} nq={stats['nq']} d={cfg.d} nlist={stats['nlist']} "

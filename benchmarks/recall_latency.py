@@ -38,7 +38,7 @@ from tqdm import tqdm
 import indexer  # noqa: F401  (sets the rest of the OpenMP/tokenizer environment)
 from benchmarks import report
 from benchmarks.config import DATASETS, PRESETS, SYSTEMS, BenchConfig
-from benchmarks.core import RunRecord, recall
+from benchmarks.core import SEARCH_THREADS, RunRecord, recall
 from benchmarks.datasets import Dataset, calibrated, load_fashion_mnist, neighbour_stats
 from benchmarks.provenance import command, load_avg, provenance
 from benchmarks.systems import (
@@ -225,8 +225,10 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
 def write_extras(meta: dict[str, Any], path: Path, facts: dict[str, Any]) -> None:
     """``extras.jsonl``: one self-describing line for the run, its neighbour statistics and
     (ESCI) its relevance per search, beside the operating points in ``results.jsonl``."""
+    threads = {"single": SEARCH_THREADS, "qps": meta["config"]["qps_threads"]}
     base = {"benchmark": "recall_latency", "dataset": meta["dataset"], "nb": meta["nb"],
-            "d": meta["d"], "nq": meta["nq_eval"], "k": meta["config"]["k"], **facts}  # fmt: skip
+            "d": meta["d"], "nq": meta["nq_eval"], "k": meta["config"]["k"], "threads": threads,
+            **facts}  # fmt: skip
     rows = [{**base, "kind": "run", "description": meta["description"], "metric": meta["metric"],
              "wall_s": meta["wall_s"], "load_avg_start": meta["load_avg_start"][0],
              "load_avg_end": meta["load_avg_end"][0], "config": meta["config"]}]  # fmt: skip
