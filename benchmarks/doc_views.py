@@ -232,6 +232,42 @@ def load_view(rows: Sequence[Row], spec: Spec) -> str:
     return table(head, body, [False, False, True, True, True, True, False, True])
 
 
+def load_targets_view(rows: Sequence[Row], spec: Spec) -> str:
+    """The serving targets per server setting, MET / MISSED with the measured range: calls/s
+    and p99 at ``clients`` (16) concurrent clients, a single client's p99, recall@k."""
+    clients, min_qps = int(spec.number("clients", 16)), spec.number("min_qps", 1500)
+    max_p99, single_p99 = spec.number("max_p99_ms", 25), spec.number("single_p99_ms", 4)
+    min_recall = spec.number("min_recall", 0.95)
+    by_setting: dict[str, list[Row]] = defaultdict(list)
+    for r in (r for r in rows if r.get("benchmark") == "load" and r["mode"] == "saturate"):
+        by_setting[str(r.get("setting", r.get("batching")))].append(r)
+
+    def span(values: Sequence[float], form: str) -> str:
+        lo, hi = format(min(values), form), format(max(values), form)
+        return lo if lo == hi else f"{lo}-{hi}"
+
+    lines = []
+    for setting, rs in by_setting.items():
+        many = [r for r in rs if r["clients"] == clients]
+        one = [r for r in rs if r["clients"] == 1]
+        if many:
+            qps, p99 = [r["qps"] for r in many], [r["p99_ms"] for r in many]
+            ok = min(qps) >= min_qps and max(p99) <= max_p99
+            lines.append(f"{'MET' if ok else 'MISSED'} ({_setting(setting)}) {clients} clients "
+                         f">= {min_qps:,.0f} calls/s at p99 <= {max_p99:g} ms: {span(qps, ',.0f')} "
+                         f"calls/s at p99 {span(p99, '.1f')} ms ({len(many)} rounds)")  # fmt: skip
+        if one:
+            p99 = [r["p99_ms"] for r in one]
+            lines.append(f"{'MET' if max(p99) <= single_p99 else 'MISSED'} ({_setting(setting)}) "
+                         f"a single client's p99 <= {single_p99:g} ms: {span(p99, '.2f')} ms "
+                         f"({len(one)} rounds)")  # fmt: skip
+        recall = [r["recall_at_k"] for r in rs if r.get("recall_at_k") is not None]
+        if recall:
+            lines.append(f"{'MET' if min(recall) >= min_recall else 'MISSED'} ({_setting(setting)}) "
+                         f"recall@{rs[0]['k']} >= {min_recall:g} through the server: {span(recall, '.3f')}")  # fmt: skip
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def _setting(setting: str) -> str:
     batching, _, alone = setting.partition("/a")
     return f"batching {batching}" + (f", alone threads {alone}" if alone else "")
@@ -276,6 +312,26 @@ def filtered_view(rows: Sequence[Row], spec: Spec) -> str:
              r["plan"], str(r["nprobe"]), f"{r['recall_at_k']:.4f}", f"{r['p50_ms']:.3f}",
              f"{r['p99_ms']:.3f}", threads_cell(r)] for r in sel]  # fmt: skip
     return table(head, body, [False, True, True, False, False, True, True, True, True, False])
+
+
+def crossover_view(rows: Sequence[Row], spec: Spec) -> str:
+    """Per filter: the exact scan's p50 against the widened IVF plan's, and what the default
+    planner chose (``benchmarks.filtered`` rows)."""
+    by: dict[str, dict[str, Row]] = defaultdict(dict)
+    for r in (r for r in rows if r.get("kind") == "selectivity" and r["country"]):
+        by[r["country"]][r["mode"]] = r
+    head = ["country", "eligible", "IVF p50 ms", "exact p50 ms", "exact / IVF", "faster",
+            "default plan", "threads"]  # fmt: skip
+    body = []
+    for modes in by.values():
+        ivf, exact, default = modes.get("ivf"), modes.get("exact"), modes.get("default")
+        if not (ivf and exact):
+            continue
+        ratio = exact["p50_ms"] / ivf["p50_ms"]
+        body.append([ivf["country"], f"{ivf['eligible']:,}", f"{ivf['p50_ms']:.3f}",
+                     f"{exact['p50_ms']:.3f}", f"{ratio:.2f}x", "exact" if ratio < 1 else "ivf",
+                     default["plan"] if default else "-", threads_cell(ivf)])  # fmt: skip
+    return table(head, body, [False, True, True, True, True, False, False, False])
 
 
 def pause_view(rows: Sequence[Row], spec: Spec) -> str:
@@ -325,8 +381,10 @@ VIEWS: dict[str, View] = {
     "relevance": relevance_view,
     "neighbour-stats": stats_view,
     "load": load_view,
+    "load-targets": load_targets_view,
     "ceiling": ceiling_view,
     "filtered": filtered_view,
+    "crossover": crossover_view,
     "pause": pause_view,
     "rows": rows_view,
 }

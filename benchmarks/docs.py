@@ -45,7 +45,7 @@ BLOCK = re.compile(r"<!-- (table|plot): (.*?)-->\n(.*?)<!-- /\1 -->", re.S)
 FENCE = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)  # code blocks: markers there are examples
 VALUE = re.compile(r"<!-- value: (.*?)-->(.*?)<!-- /value -->", re.S)
 ATTRS = {"source", "view", "where", "rerun", "min_recall", "order", "columns", "field", "fmt",
-         "agg", "title"}  # fmt: skip
+         "agg", "title", "clients", "min_qps", "max_p99_ms", "single_p99_ms"}  # fmt: skip
 MISSING_VALUE = "(to be re-measured)"
 
 
@@ -131,16 +131,25 @@ def caption(rows: Sequence[Row]) -> str:
     return "Source: " + " Source: ".join(parts)
 
 
-def placeholder(spec: Spec) -> str:
-    source = spec.get("source") or ""
+def placeholder(spec: Spec, missing: Sequence[str] = ()) -> str:
+    """The note that stands in for data not committed yet: all of it, or the ``missing``
+    sources of a table that shows the others."""
+    names = list(missing) or (spec.get("source") or "").split(",")
+    files = ", ".join(f"`docs/results/{name}.jsonl`" for name in names)
+    what = f"this {spec.kind} yet" if not missing else "yet; the table shows the others"
+    lines = [f"> **To be re-measured:** no committed rows in {files} match {what}."]
     rerun = spec.get("rerun")
-    lines = [f"> **To be re-measured:** no committed rows in `docs/results/{source}.jsonl` "
-             f"match this {spec.kind} yet."]  # fmt: skip
-    if rerun:
+    if rerun:  # (said once per source, at its first marker)
         lines.append(f"> Measure: `{rerun}`")
-    lines.append(f"> Then `python -m benchmarks.publish --from <its output> --to "
-                 f"docs/results/{source.split(',')[0]}.jsonl` and `make docs`.")  # fmt: skip
+        lines.append(f"> Then `python -m benchmarks.publish --from <the run's output> --to "
+                     f"docs/results/{names[0]}.jsonl` and `make docs`.")  # fmt: skip
     return "\n".join(lines)
+
+
+def missing_sources(results: dict[str, list[Row]], spec: Spec) -> list[str]:
+    """The plainly named sources (no shell pattern) of a marker that have no results file."""
+    names = (spec.get("source") or "").split(",")
+    return [n for n in names if not any(c in n for c in "*?[") and n not in results]
 
 
 @dataclass
@@ -174,6 +183,10 @@ def render_doc(text: str, name: str, results: dict[str, list[Row]], img: Path) -
             if view is None:
                 raise DocsError(f"{spec.where}: view= must be one of {', '.join(VIEWS)}")
             body = f"{view(rows, spec)}\n\n{caption(rows)}"
+            absent = missing_sources(results, spec)
+            if absent:
+                out.missing.append(f"{spec.id} ({', '.join(absent)})")
+                body += "\n\n" + placeholder(spec, absent)
         else:
             out.plots.append((img / f"{spec.id}.png", spec, rows))
             title = spec.get("title") or spec.id
