@@ -13,8 +13,9 @@ from benchmarks.doc_views import Row, Spec
 
 
 def _title(rows: Sequence[Row]) -> str:
-    r = rows[0]
-    return f"{r['dataset']}: {r['nb']:,} x {r['d']}, k={r['k']}"
+    r, loads = rows[0], [float(r["load_avg_1m"]) for r in rows]
+    return (f"{r['dataset']}: {r['nb']:,} x {r['d']}, k={r['k']}; git {r['git_sha']}, "
+            f"load avg {min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
 
 
 def recall_vs_p50(rows: Sequence[Row], spec: Spec, path: Path) -> None:

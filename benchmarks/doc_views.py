@@ -147,7 +147,8 @@ def cheapest_view(rows: Sequence[Row], spec: Spec) -> str:
         mine = [r for r in points if r["name"] == name]
         ok = [r for r in mine if (r.get("recall_at_100") or 0.0) >= min_recall]
         r = min(ok, key=lambda r: r["p50_ms"]) if ok else max(mine, key=report._recall)
-        point = f"`{r['index_key']}` {_params(r)}" + ("" if ok else f" (best; never {min_recall})")
+        params = "" if _params(r) == "-" else f" {_params(r)}"
+        point = f"`{r['index_key']}`{params}" + ("" if ok else f" (best; never {min_recall})")
         body.append([name, point, fmt(r["recall_at_100"], ".4f"), fmt(r["p50_ms"], ".3f"),
                      fmt(r["p99_ms"], ".3f"), fmt(r["single_qps"], ",.0f"), threads_cell(r),
                      fmt(r["index_bytes"] / 2**20, ",.0f"), fmt(r["build_s"], ".1f")])  # fmt: skip
