@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.doc_plots import PLOTS
 from benchmarks.doc_views import VIEWS, DocsError, Row, Spec, canonical, fmt, lookup
 from benchmarks.provenance import REPO
 
@@ -172,6 +173,9 @@ def render_doc(text: str, name: str, results: dict[str, list[Row]], img: Path) -
     def block(match: re.Match[str]) -> str:
         kind, head = match.group(1), match.group(2)
         spec = parse_spec(kind, head, at(match.start()))
+        known = VIEWS if kind == "table" else PLOTS
+        if (spec.get("view") or "") not in known:  # checked with or without data
+            raise DocsError(f"{spec.where}: view= must be one of {', '.join(known)}")
         rows, stems = select(results, spec)
         out.blocks += 1
         out.sources.update(stems)
@@ -179,10 +183,7 @@ def render_doc(text: str, name: str, results: dict[str, list[Row]], img: Path) -
             out.missing.append(spec.id)
             body = placeholder(spec)
         elif kind == "table":
-            view = VIEWS.get(spec.get("view") or "")
-            if view is None:
-                raise DocsError(f"{spec.where}: view= must be one of {', '.join(VIEWS)}")
-            body = f"{view(rows, spec)}\n\n{caption(rows)}"
+            body = f"{VIEWS[spec.get('view') or ''](rows, spec)}\n\n{caption(rows)}"
             absent = missing_sources(results, spec)
             if absent:
                 out.missing.append(f"{spec.id} ({', '.join(absent)})")
@@ -264,14 +265,9 @@ def generate(
                 messages.append("\n".join(list(diff)[:60]))
                 messages += [f"{path.name}: docs/img/{name} is missing" for name in missing_pngs]
             continue
-        from benchmarks.doc_plots import PLOTS
-
         for png, spec, rows in done.plots:
-            draw = PLOTS.get(spec.get("view") or "")
-            if draw is None:
-                raise DocsError(f"{spec.where}: view= must be one of {', '.join(PLOTS)}")
             img.mkdir(exist_ok=True)
-            draw(rows, spec, png)
+            PLOTS[spec.get("view") or ""](rows, spec, png)
         if done.text != old:
             path.write_text(done.text, encoding="utf-8")
             messages.append(f"wrote {path.name} ({done.blocks} tables and plots)")
