@@ -98,8 +98,9 @@ def threads_cell(row: Row) -> str:
     if row.get("benchmark") == "load":
         alone = t.get("alone")
         search = f"{t.get('search', 1)}" + (f" ({alone} alone)" if alone and alone > 1 else "")
+        batch = f", batch {t['batch']}" if t.get("batch") else ""
         workers = f", {t['workers']} workers" if t.get("workers") else ""
-        return f"search {search}{workers}"
+        return f"search {search}{batch}{workers}"
     if "single" in t and "qps" in t:
         return f"{t['single']} / {t['qps']}"
     if "single" in t:
