@@ -127,9 +127,10 @@ def caption(rows: Sequence[Row]) -> str:
         day = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
         cpu = mine[0]["machine"].get("cpu", "?")
         commands = "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in mine))
-        parts.append(f"[results/{stem}.jsonl](results/{stem}.jsonl) ({len(mine)} rows; git "
-                     f"{shas}; {day}; {cpu}, {_busy(mine)}). Command: {commands}")  # fmt: skip
-    return "Source: " + " Source: ".join(parts)
+        n = f"{len(mine)} row{'s' if len(mine) > 1 else ''}"
+        parts.append(f"Source: [results/{stem}.jsonl](results/{stem}.jsonl) ({n}; git {shas}; "
+                     f"{day}; {cpu}, {_busy(mine)}). Command: {commands}")  # fmt: skip
+    return "\n\n".join(parts)
 
 
 def placeholder(spec: Spec, missing: Sequence[str] = ()) -> str:
