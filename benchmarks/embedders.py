@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from benchmarks.core import git_sha, load_avg, machine
+from benchmarks.provenance import git_sha, load_avg, machine
 from benchmarks.text_data import ESCI_DIR, RELEVANT_GRADE, relevance
 
 logger = logging.getLogger(__name__)

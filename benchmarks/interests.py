@@ -44,8 +44,9 @@ import numpy as np
 
 import indexer  # noqa: F401  (first: OpenMP settings before FAISS loads)
 from benchmarks.config import RESULTS_DIR
-from benchmarks.core import dir_bytes, git_sha, load_avg, machine, rss_mb
+from benchmarks.core import dir_bytes, rss_mb
 from benchmarks.load import Server
+from benchmarks.provenance import git_sha, load_avg, machine
 from benchmarks.text_data import ESCI_DIR, RELEVANT_GRADE, load_esci
 from indexer.ann import exact_search, normalize
 from indexer.build import BuildConfig, BuildResult, build

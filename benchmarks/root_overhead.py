@@ -201,9 +201,9 @@ def _build(
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from benchmarks.core import git_sha, load_avg, machine
     from benchmarks.datasets import calibrated
     from benchmarks.load import Server
+    from benchmarks.provenance import git_sha, load_avg, machine
     from benchmarks.systems import exact_neighbours, write_vector_catalog
 
     work: Path = args.work

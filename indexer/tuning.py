@@ -213,8 +213,9 @@ def interval_method(margin: float) -> str:
 def nprobe_grid(nlist: int, fixed: int | None = None) -> list[int]:
     """Powers of two and 1.5x powers of two up to nlist, plus nlist and an explicit nprobe.
 
-    Half steps because latency grows about linearly with nprobe: at 1M vectors the target
-    fell between nprobe 256 (0.946) and 512, and 384 reached it at 0.7x the latency of 512.
+    Half steps because latency grows about linearly with nprobe: when the target falls between
+    two powers of two, the half step reaches it well below the latency of the upper one
+    (docs/index-parameters.md, section 3.5).
     """
     top = int(math.log2(nlist)) + 1
     grid = {1 << i for i in range(top)} | {3 << i for i in range(top)} | {nlist}
@@ -330,7 +331,7 @@ def _row_done(
     """Whether probing more lists at this k_factor would only cost time.
 
     Yes when recall has plateaued or is ~1, when the row reached the target (more lists cost
-    more: at 1M vectors nprobe 1,024 took 10x nprobe 512), and, after the first row, when the
+    more, and at 1M vectors far more than linearly), and, after the first row, when the
     row is already slower than the cheapest point reaching the target, or its gains are too
     small to ever reach it.
     """

@@ -178,11 +178,18 @@ def test_load_fashion_mnist_absent_returns_none(
     assert "train-images-idx3-ubyte.gz" in caplog.text
 
 
-def test_cli_prints_a_table_and_a_json_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--nb", "3000", "--nq", "20", "--d", "64", "--nlist", "64"]) == 0
+def test_cli_prints_a_table_and_a_json_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_file = tmp_path / "stats.jsonl"
+    argv = ["--nb", "3000", "--nq", "20", "--d", "64", "--nlist", "64", "--out", str(out_file)]
+    assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[1].split() == ["stat", "synthetic", "real", "diff"]
     record = json.loads(out[-1])
+    assert json.loads(out_file.read_text()) == record  # the same self-describing line, kept
+    assert record["kind"] == "neighbour_stats" and record["nb"] == 3000 and record["d"] == 64
+    assert record["command"].startswith("python -m benchmarks.datasets --nb 3000")
     assert record["nlist"] == 64 and record["stats"]["nq"] == 20
     assert set(record["stats"]) >= {
         "cos_1st",
