@@ -78,6 +78,50 @@ def embedders_view(rows: Sequence[Row], spec: Spec) -> str:
     return out
 
 
+def _setting(r: Row) -> str:
+    return f"threads {_embed_threads(r)}, batch {r['batch_size']}, {r['order']}"
+
+
+def _span(values: Sequence[float], form: str) -> str:
+    lo, hi = format(min(values), form), format(max(values), form)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def embedders_summary_view(rows: Sequence[Row], spec: Spec) -> str:
+    """Per backend and precision other than torch fp32, one line over all its settings: how many
+    qualify, its speed-up over torch fp32 (all settings, sorted ones, the reference setting with
+    each round's ratio), its cosine to torch fp32, and the range of its relevance changes."""
+    rows = [r for r in rows if r.get("benchmark") == "embedders"]
+    ref = next((r for r in rows if r["name"] == r.get("reference")), None)
+    lines = []
+    for key in dict.fromkeys((r["backend"], r["quantize"]) for r in rows):
+        if key == ("torch", "none"):
+            continue
+        mine = [r for r in rows if (r["backend"], r["quantize"]) == key]
+        pairs = [(r, t) for r in mine if (t := torch_twin(rows, r))]
+        ratios = [speedup_rounds(r, t) for r, t in pairs]
+        ordered = [speedup_rounds(r, t) for r, t in pairs if r["order"] == "sorted"]
+        at_ref = [(r, t) for r, t in pairs if ref and t is ref]
+        name = f"{key[0]} {'fp32' if key[1] == 'none' else key[1]}"
+        line = (f"**{name}**: qualifies in {sum(bool(r.get('qualifies')) for r in mine)} of "
+                f"{len(mine)} settings; speed-up over torch fp32 in the same setting (median of "
+                f"per-round ratios) {_span(ratios, '.2f')}x, sorted settings {_span(ordered, '.2f')}x")  # fmt: skip
+        for r, t in at_ref:
+            rounds = " / ".join(f"{x:.2f}" for x in round_ratios(r, t))
+            line += f", {speedup_rounds(r, t):.2f}x in the reference setting ({_setting(r)}; rounds {rounds})"
+        line += (f"; cosine to torch fp32 mean {_span([r['cos_to_torch_fp32_mean'] for r in mine], '.4f')}, "
+                 f"min {min(r['cos_to_torch_fp32_min'] for r in mine):.4f}")  # fmt: skip
+        deltas = [r["delta_vs_reference"] for r in mine if r.get("delta_vs_reference")]
+        if deltas:
+            line += "; change against the reference: " + ", ".join(
+                f"{label} {_span([d[m] for d in deltas], '+.4f')}"
+                for m, label in (("ndcg_at_10", "NDCG@10"), ("recall_at_10", "R@10"),
+                                 ("recall_at_100", "R@100"))
+            )  # fmt: skip
+        lines.append(f"- {line}.")
+    return "\n".join(lines)
+
+
 # -- recall control (docs/experiments/recall_control.py) ----------------------------------------------
 
 
@@ -200,6 +244,7 @@ def recall_grid_view(rows: Sequence[Row], spec: Spec) -> str:
 
 VIEWS: dict[str, View] = {
     "embedders": embedders_view,
+    "embedders-summary": embedders_summary_view,
     "recall-control": recall_control_view,
     "exact-cost": exact_cost_view,
     "root-overhead": root_overhead_view,

@@ -177,7 +177,7 @@ def caption(rows: Sequence[Row], rerun: str | None = None) -> str:
             commands += f"; to re-measure: `{rerun}`"
         notes = sum(1 for r in mine if r.get("provenance_note"))
         note = (f". Migrated from an earlier format ({notes} row{'s' if notes > 1 else ''}): "
-                "each row's `provenance_note` says what was derived and what was never recorded"
+                "each row's `provenance_note` says what was derived and what was never recorded."
                 ) if notes else ""  # fmt: skip
         n = f"{len(mine)} row{'s' if len(mine) > 1 else ''}"
         parts.append(f"Source: [results/{stem}.jsonl](results/{stem}.jsonl) ({n}; {shas}; "
