@@ -110,7 +110,9 @@ def threads_cell(row: Row) -> str:
         return f"search {search}{batch}{workers}"
     if "server_omp" in t:  # a server at ServerConfig's thread counts, and its clients
         alone = f" ({t['server_alone_omp']} alone)" if t.get("server_alone_omp") else ""
-        clients = f", {t['clients']} client{'s' if t['clients'] > 1 else ''}" if "clients" in t else ""
+        clients = (
+            f", {t['clients']} client{'s' if t['clients'] > 1 else ''}" if "clients" in t else ""
+        )
         return f"search {t['server_omp']}{alone}{clients}"
     if "single" in t and "qps" in t:
         return f"{t['single']} / {t['qps']}"

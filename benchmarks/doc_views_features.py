@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from benchmarks.doc_views import Row, Spec, View, fmt, table, threads_cell
+from benchmarks.doc_views import DocsError, Row, Spec, View, fmt, table, threads_cell
 
 # -- embedders (benchmarks/embedders.py) -------------------------------------------------------------
 
@@ -224,22 +224,33 @@ def recall_estimates_view(rows: Sequence[Row], spec: Spec) -> str:
 
 
 def recall_grid_view(rows: Sequence[Row], spec: Spec) -> str:
-    """Recall@100 by k_factor (lines) and nprobe (columns) from each row's ``field`` (a list of
-    ``[k_factor, nprobe, recall]``, as a build's manifest curve or re-ranking probes); one block
-    of lines per row (its git sha); ``nprobes=a,b,...`` picks the columns."""
+    """Recall@100 by k_factor and nprobe from each row's ``field`` (a list of ``[k_factor,
+    nprobe, recall]``, as a build's manifest curve or re-ranking probes): one line per row (its
+    git sha) and k_factor, a column per nprobe (``nprobes=a,b,...`` picks them); with
+    ``across=k_factor``, one line per row and nprobe, a column per k_factor."""
     path = spec.get("field") or "curve"
-    points = {(r.get("git_sha"), kf, n): rec for r in rows for kf, n, rec in r.get(path) or []}
+    across = spec.get("across") or "nprobe"
+    if across not in ("nprobe", "k_factor"):
+        raise DocsError(f"{spec.where}: across={across!r}: use nprobe or k_factor")
+    flip = across == "k_factor"
+    points = {}
+    for r in rows:
+        for kf, n, rec in r.get(path) or []:
+            line, col = (n, kf) if flip else (kf, n)
+            points[(r.get("git_sha"), line, col)] = rec
     wanted = spec.get("nprobes")
-    nprobes = ([int(n) for n in wanted.split(",")] if wanted
-               else sorted({n for _, _, n in points}))  # fmt: skip
-    head = ["git", "k_factor", *(f"nprobe {n}" for n in nprobes), "threads"]
+    cols = sorted({c for _, _, c in points})
+    if wanted and not flip:
+        cols = [int(n) for n in wanted.split(",")]
+    name, other = ("k_factor", "nprobe") if flip else ("nprobe", "k_factor")
+    head = ["git", other, *(f"{name} {c}" for c in cols), "threads"]
     body = []
     for r in rows:
         sha = r.get("git_sha")
-        for kf in sorted({kf for s, kf, _ in points if s == sha}):
-            cells = [fmt(points.get((sha, kf, n)), ".4f") for n in nprobes]
-            body.append([fmt(sha, "code"), str(kf), *cells, threads_cell(r)])
-    return table(head, body, [False, True, *([True] * len(nprobes)), False])
+        for line in sorted({ln for s, ln, _ in points if s == sha}):
+            cells = [fmt(points.get((sha, line, c)), ".4f") for c in cols]
+            body.append([fmt(sha, "code"), str(line), *cells, threads_cell(r)])
+    return table(head, body, [False, True, *([True] * len(cols)), False])
 
 
 VIEWS: dict[str, View] = {

@@ -48,7 +48,7 @@ BLOCK = re.compile(r"<!-- (table|plot): (.*?)-->\n(.*?)<!-- /\1 -->", re.S)
 FENCE = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)  # code blocks: markers there are examples
 VALUE = re.compile(r"<!-- value: (.*?)-->(.*?)<!-- /value -->", re.S)
 ATTRS = {"source", "view", "where", "rerun", "min_recall", "order", "columns", "field", "fmt",
-         "agg", "title", "clients", "min_qps", "max_p99_ms", "single_p99_ms", "nprobes"}  # fmt: skip
+         "agg", "title", "clients", "min_qps", "max_p99_ms", "single_p99_ms", "nprobes", "across"}  # fmt: skip
 MISSING_VALUE = "(to be re-measured)"
 
 
