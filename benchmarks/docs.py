@@ -327,8 +327,11 @@ def generate(
             path.write_text(done.text, encoding="utf-8")
             messages.append(f"wrote {path.name} ({done.blocks} tables and plots)")
     unused = sorted(set(results) - used)
-    if unused:
-        messages.append(f"results no doc cites (publish only cited rows): {', '.join(unused)}")
+    if unused:  # a results file is there to back a doc: cite it or delete it
+        stale += 1 if check else 0
+        messages.append(
+            f"docs/results/ files no doc cites (cite or delete them): {', '.join(unused)}"
+        )
     orphans = sorted(p.name for p in img.glob("*.png") if p.name not in images)
     if orphans:
         stale += 1 if check else 0

@@ -12,7 +12,7 @@ import pytest
 from benchmarks.config import BenchConfig
 from benchmarks.datasets import calibrated
 from benchmarks.doc_views import DocsError
-from benchmarks.docs import generate, main
+from benchmarks.docs import REQUIRED, generate, main
 from benchmarks.publish import publish
 from benchmarks.recall_latency import make_systems
 
@@ -182,9 +182,21 @@ def test_every_system_measures_on_equal_threads() -> None:
 
 
 def test_committed_docs_match_committed_results() -> None:
-    """docs/*.md tables are what docs/results/*.jsonl produce (``make docs`` regenerates them)."""
+    """docs/*.md tables are what docs/results/*.jsonl produce (``make docs`` regenerates them),
+    every committed row describes itself, and every results file is cited by a doc."""
     stale, messages = generate(REPO / "docs", check=True)
     assert stale == 0, "\n".join(messages)
+    for path in (REPO / "docs" / "results").glob("*.jsonl"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            missing = set(REQUIRED) - json.loads(line).keys()
+            assert not missing, f"{path.name}:{n}: missing {sorted(missing)}"
+
+
+def test_results_no_doc_cites_fail_the_check(docs: Path) -> None:
+    generate(docs)
+    (docs / "results" / "orphan.jsonl").write_text(json.dumps(row("adindex", 3, 0.8, 0.3)) + "\n")
+    stale, messages = generate(docs, check=True)
+    assert stale == 1 and any("no doc cites (cite or delete them): orphan" in m for m in messages)
 
 
 def test_required_fields_are_written_by_the_benchmark(tmp_path: Path) -> None:
