@@ -13,9 +13,11 @@ from benchmarks.doc_views import Row, Spec
 
 
 def _title(rows: Sequence[Row]) -> str:
-    r, loads = rows[0], [float(r["load_avg_1m"]) for r in rows]
-    return (f"{r['dataset']}: {r['nb']:,} x {r['d']}, k={r['k']}; git {r['git_sha']}, "
-            f"load avg {min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
+    r = rows[0]
+    loads = [float(x["load_avg_1m"]) for x in rows if x.get("load_avg_1m") is not None]
+    load = f"load avg {min(loads):.1f}-{max(loads):.1f}" if loads else "load not recorded"
+    return (f"{r['dataset']}: {r['nb']:,} x {r['d']}, k={r.get('k')}; "
+            f"git {r['git_sha'] or 'not recorded'}, {load}")  # fmt: skip
 
 
 def recall_vs_p50(rows: Sequence[Row], spec: Spec, path: Path) -> None:

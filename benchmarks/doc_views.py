@@ -1,9 +1,10 @@
 """Views: how ``python -m benchmarks.docs`` renders rows of docs/results/*.jsonl as Markdown.
 
 A view is a function ``(rows, spec) -> str``: the rows the marker selected (``source=``,
-``where=``) and the marker itself (its other attributes). Register a new one in ``VIEWS``; the
-generic ``rows`` view (``columns=``) needs no code at all. Every view shows the threads each row
-used. Plots are in ``doc_plots``.
+``where=``) and the marker itself (its other attributes). Register a new one in ``VIEWS`` (or,
+for a feature doc's table, in ``doc_views_features.VIEWS``); the generic ``rows`` view
+(``columns=``) needs no code at all. Every view shows the threads each row used. Plots are in
+``doc_plots``.
 """
 
 from __future__ import annotations
@@ -46,12 +47,16 @@ class Spec:
 
 
 def lookup(row: Row, path: str) -> Any:
-    """``row["a"]["b"]`` for ``"a.b"``; None when any step is missing."""
+    """``row["a"]["b"]`` for ``"a.b"`` (``"a.0"``: a list's first item); None when any step is
+    missing."""
     value: Any = row
     for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
             return None
-        value = value[part]
     return value
 
 
@@ -93,6 +98,8 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bo
 def threads_cell(row: Row) -> str:
     """The threads a row used, as one short cell (the row's ``threads.how`` says more)."""
     t = row.get("threads")
+    if t is None:
+        return "not recorded"
     if not isinstance(t, dict):
         return fmt(t)
     if row.get("benchmark") == "load":
@@ -101,6 +108,12 @@ def threads_cell(row: Row) -> str:
         batch = f", batch {t['batch']}" if t.get("batch") else ""
         workers = f", {t['workers']} workers" if t.get("workers") else ""
         return f"search {search}{batch}{workers}"
+    if "server_omp" in t:  # a server at ServerConfig's thread counts, and its clients
+        alone = f" ({t['server_alone_omp']} alone)" if t.get("server_alone_omp") else ""
+        clients = (
+            f", {t['clients']} client{'s' if t['clients'] > 1 else ''}" if "clients" in t else ""
+        )
+        return f"search {t['server_omp']}{alone}{clients}"
     if "single" in t and "qps" in t:
         return f"{t['single']} / {t['qps']}"
     if "single" in t:

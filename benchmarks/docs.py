@@ -14,8 +14,8 @@ Markers (how to add one: docs/benchmarks.md, "How figures are made"):
 ``source`` names files of docs/results/ without ``.jsonl`` (shell patterns allowed); ``where``
 keeps rows whose dotted FIELD has one of the values (repeat it to require several). A marker
 whose data is not committed yet renders a "to be re-measured" note with its ``rerun`` command,
-so a doc can name a figure before anyone has measured it. Views: ``benchmarks.doc_views``;
-plots: ``benchmarks.doc_plots``.
+so a doc can name a figure before anyone has measured it. Views: ``benchmarks.doc_views``
+and ``benchmarks.doc_views_features``; plots: ``benchmarks.doc_plots``.
 """
 
 from __future__ import annotations
@@ -28,17 +28,19 @@ import logging
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import doc_views, doc_views_features
 from benchmarks.doc_plots import PLOTS
-from benchmarks.doc_views import VIEWS, DocsError, Row, Spec, canonical, fmt, lookup
+from benchmarks.doc_views import DocsError, Row, Spec, canonical, fmt, lookup
 from benchmarks.provenance import REPO
 
 logger = logging.getLogger(__name__)
 
 DOCS = REPO / "docs"
+VIEWS = {**doc_views.VIEWS, **doc_views_features.VIEWS}
 # What makes a row self-describing (every benchmark writes these; ``benchmarks.publish`` checks).
 REQUIRED = ("benchmark", "kind", "dataset", "nb", "d", "threads", "command", "git_sha",
             "machine", "load_avg_1m", "time_utc")  # fmt: skip
@@ -46,7 +48,7 @@ BLOCK = re.compile(r"<!-- (table|plot): (.*?)-->\n(.*?)<!-- /\1 -->", re.S)
 FENCE = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)  # code blocks: markers there are examples
 VALUE = re.compile(r"<!-- value: (.*?)-->(.*?)<!-- /value -->", re.S)
 ATTRS = {"source", "view", "where", "rerun", "min_recall", "order", "columns", "field", "fmt",
-         "agg", "title", "clients", "min_qps", "max_p99_ms", "single_p99_ms"}  # fmt: skip
+         "agg", "title", "clients", "min_qps", "max_p99_ms", "single_p99_ms", "nprobes", "across"}  # fmt: skip
 MISSING_VALUE = "(to be re-measured)"
 
 
@@ -68,7 +70,8 @@ def read_rows(path: Path) -> list[Row]:
 
 
 def check_described(rows: list[Row], stem: str) -> None:
-    """A row a doc cites must describe itself (``REQUIRED``); the error names file and line."""
+    """Every committed row describes itself (``REQUIRED``; a value never recorded is an explicit
+    null, said so in the row's ``provenance_note``); the error names file and line."""
     for row in rows:
         missing = [key for key in REQUIRED if key not in row]
         if missing:
@@ -79,8 +82,11 @@ def check_described(rows: list[Row], stem: str) -> None:
 
 
 def load_results(results: Path) -> dict[str, list[Row]]:
-    """Every docs/results/*.jsonl by name (the file stem)."""
-    return {p.stem: read_rows(p) for p in sorted(results.glob("*.jsonl"))}
+    """Every docs/results/*.jsonl by name (the file stem), each row checked (``REQUIRED``)."""
+    out = {p.stem: read_rows(p) for p in sorted(results.glob("*.jsonl"))}
+    for stem, rows in out.items():
+        check_described(rows, stem)
+    return out
 
 
 def parse_spec(kind: str, text: str, where: str) -> Spec:
@@ -109,8 +115,6 @@ def select(results: dict[str, list[Row]], spec: Spec) -> tuple[list[Row], list[s
     stems: list[str] = []
     for pattern in (spec.get("source") or "").split(","):
         stems += [s for s in results if fnmatch.fnmatchcase(s, pattern) and s not in stems]
-    for stem in stems:
-        check_described(results[stem], stem)
     rows = [dict(r, _source=s) for s in stems for r in results[s]]
     for condition in spec.attrs.get("where", []):
         path, sep, values = condition.partition(":")
@@ -121,27 +125,63 @@ def select(results: dict[str, list[Row]], spec: Spec) -> tuple[list[Row], list[s
     return rows, sorted({r["_source"] for r in rows})
 
 
+def _unrecorded(n: int) -> str:
+    return f"not recorded for {n} row{'s' if n > 1 else ''}"
+
+
 def _busy(rows: Sequence[Row]) -> str:
     loads = [float(r["load_avg_1m"]) for r in rows if r.get("load_avg_1m") is not None]
-    cores = max((r["machine"].get("cores") or 1 for r in rows), default=1)
+    if not loads:
+        return "load average not recorded"
+    machines = [r["machine"] for r in rows if isinstance(r.get("machine"), dict)]
+    cores = max((m.get("cores") or 1 for m in machines), default=None)
     span = f"{min(loads):.1f}" if min(loads) == max(loads) else f"{min(loads):.1f}-{max(loads):.1f}"
+    if len(loads) < len(rows):
+        span += f", {_unrecorded(len(rows) - len(loads))}"
+    if cores is None:
+        return f"load average {span}, cores not recorded"
     busy = "busy: timings are noisy" if max(loads) > 0.75 * cores else "quiet"
     return f"load average {span} on {cores} cores ({busy})"
 
 
-def caption(rows: Sequence[Row]) -> str:
-    """Where a table's rows come from: file, git, date, machine, load, and the command(s)."""
+def _recorded(rows: Sequence[Row], key: str, show: Callable[[list[str]], str], none: str) -> str:
+    """``show`` of the distinct recorded values of ``key``, or ``none``; rows holding null (a
+    value a migrated row never recorded, see its ``provenance_note``) are counted."""
+    known = [str(r[key]) for r in rows if r.get(key) is not None]
+    if not known:
+        return none
+    text = show(list(dict.fromkeys(known)))
+    return text if len(known) == len(rows) else f"{text} ({_unrecorded(len(rows) - len(known))})"
+
+
+def _days(days: list[str]) -> str:
+    days = sorted({d[:10] for d in days})
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+def caption(rows: Sequence[Row], rerun: str | None = None) -> str:
+    """Where a table's rows come from: file, git, date, machine, load, and the command(s).
+    Rows whose command was never recorded point to ``rerun`` (the marker's) when given."""
     parts = []
     for stem in sorted({r["_source"] for r in rows}):
         mine = [r for r in rows if r["_source"] == stem]
-        shas = ", ".join(f"`{s}`" for s in sorted({r["git_sha"] for r in mine}))
-        days = sorted({r["time_utc"][:10] for r in mine})
-        day = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
-        cpu = mine[0]["machine"].get("cpu", "?")
-        commands = "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in mine))
+        shas = _recorded(mine, "git_sha", lambda v: "git " + ", ".join(f"`{s}`" for s in sorted(v)),
+                         "git sha not recorded")  # fmt: skip
+        day = _recorded(mine, "time_utc", _days, "date not recorded")
+        machine = next((r["machine"] for r in mine if isinstance(r.get("machine"), dict)), None)
+        cpu = machine.get("cpu", "?") if machine else "machine not recorded"
+        commands = _recorded(
+            mine, "command", lambda v: "; ".join(f"`{c}`" for c in v), "not recorded"
+        )
+        if rerun and any(r.get("command") is None for r in mine):
+            commands += f"; to re-measure: `{rerun}`"
+        notes = sum(1 for r in mine if r.get("provenance_note"))
+        note = (f". Migrated from an earlier format ({notes} row{'s' if notes > 1 else ''}): "
+                "each row's `provenance_note` says what was derived and what was never recorded."
+                ) if notes else ""  # fmt: skip
         n = f"{len(mine)} row{'s' if len(mine) > 1 else ''}"
-        parts.append(f"Source: [results/{stem}.jsonl](results/{stem}.jsonl) ({n}; git {shas}; "
-                     f"{day}; {cpu}, {_busy(mine)}). Command: {commands}")  # fmt: skip
+        parts.append(f"Source: [results/{stem}.jsonl](results/{stem}.jsonl) ({n}; {shas}; "
+                     f"{day}; {cpu}, {_busy(mine)}). Command: {commands}{note}")  # fmt: skip
     return "\n\n".join(parts)
 
 
@@ -196,7 +236,9 @@ def render_doc(text: str, name: str, results: dict[str, list[Row]], img: Path) -
             out.missing.append(spec.id)
             body = placeholder(spec)
         elif kind == "table":
-            body = f"{VIEWS[spec.get('view') or ''](rows, spec)}\n\n{caption(rows)}"
+            body = (
+                f"{VIEWS[spec.get('view') or ''](rows, spec)}\n\n{caption(rows, spec.get('rerun'))}"
+            )
             absent = missing_sources(results, spec)
             if absent:
                 out.missing.append(f"{spec.id} ({', '.join(absent)})")
@@ -204,7 +246,7 @@ def render_doc(text: str, name: str, results: dict[str, list[Row]], img: Path) -
         else:
             out.plots.append((img / f"{spec.id}.png", spec, rows))
             title = spec.get("title") or spec.id
-            body = f"![{title}](img/{spec.id}.png)\n\n{caption(rows)}"
+            body = f"![{title}](img/{spec.id}.png)\n\n{caption(rows, spec.get('rerun'))}"
         return f"<!-- {kind}: {head}-->\n{body}\n<!-- /{kind} -->"
 
     def value(match: re.Match[str]) -> str:
@@ -285,8 +327,11 @@ def generate(
             path.write_text(done.text, encoding="utf-8")
             messages.append(f"wrote {path.name} ({done.blocks} tables and plots)")
     unused = sorted(set(results) - used)
-    if unused:
-        messages.append(f"results no doc cites (publish only cited rows): {', '.join(unused)}")
+    if unused:  # a results file is there to back a doc: cite it or delete it
+        stale += 1 if check else 0
+        messages.append(
+            f"docs/results/ files no doc cites (cite or delete them): {', '.join(unused)}"
+        )
     orphans = sorted(p.name for p in img.glob("*.png") if p.name not in images)
     if orphans:
         stale += 1 if check else 0

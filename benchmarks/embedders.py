@@ -18,9 +18,11 @@ Every variant is a (backend, precision, threads, batch size, order) row:
 Usage::
 
     python -m benchmarks.embedders                            # -> benchmarks/results/embedders.jsonl
-    python -m benchmarks.embedders --render docs/results/embedders.jsonl --doc docs/embedders.md
 
-Exported ONNX models are cached outside the repository (``indexer.embedding_onnx.cache_root()``).
+Every row is self-describing (``benchmarks.provenance``); docs/embedders.md's table is generated
+from the rows published to docs/results/embedders.jsonl by ``make docs`` (the ``embedders``
+view of ``benchmarks.doc_views_features``, which also prints the table after a run). Exported
+ONNX models are cached outside the repository (``indexer.embedding_onnx.cache_root()``).
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ import json
 import logging
 import os
 import statistics
-import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from benchmarks.provenance import git_sha, load_avg, machine
+from benchmarks.doc_views import Spec
+from benchmarks.doc_views_features import embedders_view, speedup_rounds, torch_twin
+from benchmarks.provenance import command, load_avg, provenance
 from benchmarks.text_data import ESCI_DIR, RELEVANT_GRADE, relevance
 
 logger = logging.getLogger(__name__)
@@ -49,8 +52,9 @@ TOLERANCE = (
 )
 MIN_SPEEDUP = 1.5  # ... and the default must also embed this much faster than torch fp32
 REFERENCE = ("torch", None, 2, 64, "sorted")  # what adindex shipped: torch fp32, 2 cores, batch 64
-TABLE_BEGIN = "<!-- embedders-table:begin (python -m benchmarks.embedders --render) -->"
-TABLE_END = "<!-- embedders-table:end -->"
+THREADS_HOW = (
+    "torch.set_num_threads for torch; ONNX Runtime intra_op_num_threads (inter_op 1) for onnx"
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class EmbedBenchConfig:
     batch_sizes: tuple[int, ...] = (32, 64)
     out: Path = Path("benchmarks/results/embedders.jsonl")
     esci_dir: Path = ESCI_DIR
+    command: str = "python -m benchmarks.embedders"  # the command line, as rows record it
 
     def __post_init__(self) -> None:
         if self.n_ads < 0 or self.rounds < 1:
@@ -233,21 +238,24 @@ def _records(
     ref_key = REFERENCE if REFERENCE in vectors else vs[0].key
     ref_all = np.concatenate([vectors[ref_key], queries.get(ref_key, vectors[ref_key][:0])])
     common = {
+        "benchmark": "embedders",
+        "kind": "variant",
         "dataset": (
             f"{texts.n_ads} indexer.sample ad texts + {len(texts.timed) - texts.n_ads} ESCI "
             f"product titles timed; {len(texts.queries)} ESCI queries for relevance"
         ),
-        "n_texts": len(texts.timed),
+        "nb": len(texts.timed),  # texts timed
+        "d": int(vectors[ref_key].shape[1]),
         "rounds": cfg.rounds,
         "reference": Variant(*ref_key).name,
-        "machine": machine() | {"load_avg_start": load_start, "load_avg_end": load_avg()},
         "software": {
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
             "sentence_transformers": sentence_transformers.__version__,
         },
-        "git_sha": git_sha(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_avg_start": load_start,
+        "load_avg_end": load_avg(),
+        **provenance(cfg.command),
     }
     records = []
     for v in vs:
@@ -257,6 +265,7 @@ def _records(
         rec: dict[str, Any] = {
             "name": v.name,
             **asdict(v),
+            "threads": {"embed": v.threads, "how": THREADS_HOW},
             "quantize": v.quantize or "none",
             "embedder_id": f"all-MiniLM-L6-v2/{v.backend}-{v.quantize or 'fp32'}/"
             f"{model_hash(_model_path())}",
@@ -278,92 +287,20 @@ def _model_path() -> Path:
     return default_model_path()
 
 
-def speedup_rounds(row: dict[str, Any], torch_row: dict[str, Any]) -> float:
-    """Median over rounds of the row's texts/s over torch's in the same round and setting.
-
-    Within a round the two ran back to back, so their ratio cancels most of the load that other
-    work on the machine put on both; a ratio of medians from different rounds would not.
-    """
-    pairs = zip(row["texts_per_s_rounds"], torch_row["texts_per_s_rounds"], strict=True)
-    return round(float(statistics.median(a / b for a, b in pairs)), 2)
-
-
-def _torch_twin(rows: Iterable[dict[str, Any]], r: dict[str, Any]) -> dict[str, Any] | None:
-    for t in rows:
-        same = all(t[k] == r[k] for k in ("threads", "batch_size", "order"))
-        if same and t["backend"] == "torch" and t["quantize"] == "none":
-            return t
-    return None
-
-
 def _compare(records: list[dict[str, Any]]) -> None:
     """Add speed-up (against torch fp32 in the same setting) and relevance deltas (against REFERENCE)."""
     by_key = {
-        (r["backend"], r["quantize"], r["threads"], r["batch_size"], r["order"]): r for r in records
+        (r["backend"], r["quantize"], r["threads"]["embed"], r["batch_size"], r["order"]): r
+        for r in records
     }
     ref = by_key.get((REFERENCE[0], "none", *REFERENCE[2:]))
     for r in records:
-        if twin := _torch_twin(records, r):
+        if twin := torch_twin(records, r):
             r["speedup_vs_torch_same_setting"] = speedup_rounds(r, twin)
         if ref and "ndcg_at_10" in r:
             deltas = {m: r[m] - ref[m] for m in ("ndcg_at_10", "recall_at_10", "recall_at_100")}
             r["delta_vs_reference"] = deltas
             r["qualifies"] = all(abs(d) <= TOLERANCE for d in deltas.values())
-
-
-def latest_run(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of the newest run (by ``created``) in a JSON-lines file that holds several."""
-    rows = list(rows)
-    newest = max((r["created"] for r in rows), default=None)
-    return [r for r in rows if r["created"] == newest]
-
-
-def render(rows: Sequence[dict[str, Any]]) -> str:
-    """The markdown table (and the decision line) for one run's rows."""
-    lines = [
-        "| embedder | threads | batch | order | texts/s (median) | texts/s by round "
-        "| vs torch fp32, same setting | NDCG@10 | R@10 (grade>=2) | R@100 "
-        "| cos to torch fp32 mean / min | qualifies |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(rows, key=lambda r: -r["texts_per_s"]):
-        twin = _torch_twin(rows, r)
-        speedup = f"{speedup_rounds(r, twin):.2f}x" if twin else "n/a"
-        prec = "fp32" if r["quantize"] == "none" else r["quantize"]
-        rel = (
-            f"{r['ndcg_at_10']:.4f} | {r['recall_at_10']:.4f} | {r['recall_at_100']:.4f}"
-            if "ndcg_at_10" in r
-            else "n/a | n/a | n/a"
-        )
-        lines.append(
-            f"| {r['backend']} {prec} | {r['threads']} | {r['batch_size']} | {r['order']} "
-            f"| {r['texts_per_s']:.1f} | {' / '.join(f'{x:.0f}' for x in r['texts_per_s_rounds'])} "
-            f"| {speedup} | {rel} "
-            f"| {r['cos_to_torch_fp32_mean']:.4f} / {r['cos_to_torch_fp32_min']:.4f} "
-            f"| {'yes' if r.get('qualifies') else 'no'} |"
-        )
-    first = rows[0]
-    lines += ["", "Speed-up: the median over rounds of the ratio to torch fp32 in the same round "
-              "and setting (they ran back to back). Qualifies: NDCG@10, R@10 and R@100 within "
-              f"{TOLERANCE} of the reference.", "",
-              f"{first['dataset']}; {first['rounds']} interleaved rounds; "
-              f"reference: {first['reference']}; machine: {first['machine']['cpu']}, "
-              f"{first['machine']['cores']} cores, load average {first['machine']['load_avg_start'][0]:.1f} "
-              f"at start, {first['machine']['load_avg_end'][0]:.1f} at end; git {first['git_sha']}."]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def write_doc(doc: Path, table: str) -> None:
-    """Replace the table between the markers in ``doc``."""
-    text = doc.read_text(encoding="utf-8")
-    head, rest = text.split(TABLE_BEGIN, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    doc.write_text(f"{head}{TABLE_BEGIN}\n{table}{TABLE_END}{tail}", encoding="utf-8")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -379,19 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(EmbedBenchConfig.batch_sizes))
     p.add_argument("--out", type=Path, default=EmbedBenchConfig.out, help="JSON lines, appended")
     p.add_argument("--esci-dir", type=Path, default=ESCI_DIR)
-    p.add_argument("--render", type=Path, metavar="JSONL",
-                   help="measure nothing: print the table of the newest run in JSONL")  # fmt: skip
-    p.add_argument(
-        "--doc", type=Path, help="with --render: rewrite the table in this markdown file"
-    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.render:
-        table = render(latest_run(read_jsonl(args.render)))
-        if args.doc:
-            write_doc(args.doc, table)
-        sys.stdout.write(table)
-        return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cfg = EmbedBenchConfig(
         n_ads=args.n_ads,
@@ -400,9 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_sizes=tuple(args.batch_sizes),
         out=args.out,
         esci_dir=args.esci_dir,
+        command=command(argv, module="benchmarks.embedders"),
     )
     records = run(cfg)
-    sys.stdout.write("\n" + render(records))
+    print("\n" + embedders_view(records, Spec("table", "embedders")))
     print(f"{len(records)} rows appended to {cfg.out}; relevant = grade >= {RELEVANT_GRADE}")
     return 0
 

@@ -15,12 +15,15 @@ Embeddings are cached under ``~/.cache/adindex/recall-estimates/`` (the model em
 texts/s on this machine). Run from the repository root with the project's venv::
 
     python docs/experiments/recall_estimates.py embed  # once: sample 20k + 1k users, esci, wordnet 20k
-    python docs/experiments/recall_estimates.py compare --out docs/results/recall_estimates.jsonl
+    python docs/experiments/recall_estimates.py compare --out benchmarks/results/recall_estimates.jsonl
     python docs/experiments/recall_estimates.py curves sample-20000 --out ...  # nprobe by nprobe
 
 ``compare`` builds each catalog's default index (``indexer.params`` rules), runs the build's
 own evaluation (``indexer.tuning.tune`` on the default held-out queries) and then measures the
-real queries at the operating point the build chose: one JSON line per dataset.
+real queries at the operating point the build chose: one JSON line per dataset (``kind``
+compare); ``curves`` one per query set (``kind`` curve). Rows are self-describing
+(``benchmarks.provenance``); docs/index-parameters.md's tables are generated from the rows
+published to docs/results/ by ``make docs``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import logging
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +51,8 @@ from indexer.queries import QueryRecipe, QuerySet, catalog_queries
 from indexer.tuning import TuningConfig, tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.*
+
+from benchmarks.provenance import command, provenance
 
 CACHE = Path.home() / ".cache" / "adindex" / "recall-estimates"
 WORDNET_NOUNS = Path("/usr/share/wordnet/data.noun")  # Debian package wordnet-base
@@ -134,6 +138,26 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
 # --- Measuring ----------------------------------------------------------------------------------
 
 
+def described(kind: str, xb: np.ndarray, row: dict[str, Any]) -> dict[str, Any]:
+    """A self-describing row (``benchmarks.docs.REQUIRED``) for the running command, stamped now."""
+    import faiss
+
+    threads = {"train": faiss.omp_get_max_threads(), "timed_search": 1,
+               "how": "training and batched recall searches on FAISS's OpenMP default; "
+               "indexer.tuning times one query at a time on 1 thread"}  # fmt: skip
+    head = {"benchmark": "recall_estimates", "kind": kind, "dataset": row.pop("dataset"),
+            "nb": len(xb), "d": xb.shape[1]}  # fmt: skip
+    return {**head, **row, "threads": threads, **provenance(command())}
+
+
+def emit(row: dict[str, Any], out: Path | None) -> None:
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out:
+        with out.open("a") as f:
+            f.write(line + "\n")
+
+
 def served(
     index: Any, xb: np.ndarray, xq: np.ndarray, nprobe: int, k_factor: int, k: int
 ) -> np.ndarray:
@@ -144,8 +168,6 @@ def served(
 
 
 def compare(args: argparse.Namespace) -> None:
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True, check=False).stdout.strip()  # fmt: skip
     for name in args.datasets:
         if not (CACHE / f"{name}.npz").is_file():
             print(f"{name} skipped: not embedded (run 'embed' first)", flush=True)
@@ -162,12 +184,12 @@ def compare(args: argparse.Namespace) -> None:
         real = served(index, xb, xq_real, c.nprobe, c.k_factor, t.recall_k)
         lo, hi = interval(real)
         row = {
-            "dataset": name, "n": n, "d": d, "factory": params.index_factory,
+            "dataset": name, "factory": params.index_factory,
             "nq_real": len(xq_real), "nprobe": c.nprobe, "k_factor": c.k_factor,
             "reached": t.reached, "estimate": c.recall, "estimate_low": c.recall_low,
             "estimate_high": c.recall_high, "served": round(float(real.mean()), 4),
             "served_low": round(lo, 4), "served_high": round(hi, 4),
-            "build_s": round(build_s, 1), "git_sha": sha,
+            "build_s": round(build_s, 1),
         }  # fmt: skip
         row["estimate_minus_served"] = round(row["estimate"] - row["served"], 4)
         # The same build given its real queries (--queries): no calibration margin.
@@ -177,11 +199,7 @@ def compare(args: argparse.Namespace) -> None:
         row["with_real_queries"] = {"nprobe": c_own.nprobe, "k_factor": c_own.k_factor,
                                     "recall": c_own.recall, "recall_low": c_own.recall_low,
                                     "p50_ms": c_own.p50_ms, "default_p50_ms": c.p50_ms}  # fmt: skip
-        line = json.dumps(row)
-        print(line, flush=True)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        emit(described("compare", xb, row), args.out)
 
 
 def curves(args: argparse.Namespace) -> None:
@@ -209,10 +227,7 @@ def curves(args: argparse.Namespace) -> None:
         row = {"dataset": args.dataset, "factory": params.index_factory, "k_factor": k_factor,
                "queries": label, "nq": len(xq), "cos_1st": round(float(D[:, 0].mean()), 3),
                "cos_100th": round(float(D[:, 99].mean()), 3), "recall_by_nprobe": curve}  # fmt: skip
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(described("curve", xb, row), args.out)
 
 
 def main() -> None:

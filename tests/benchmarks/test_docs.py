@@ -12,7 +12,7 @@ import pytest
 from benchmarks.config import BenchConfig
 from benchmarks.datasets import calibrated
 from benchmarks.doc_views import DocsError
-from benchmarks.docs import generate, main
+from benchmarks.docs import REQUIRED, generate, main
 from benchmarks.publish import publish
 from benchmarks.recall_latency import make_systems
 
@@ -111,6 +111,35 @@ def test_rows_that_do_not_describe_themselves_are_refused(docs: Path) -> None:
         generate(docs)
 
 
+def test_values_never_recorded_are_said_so_in_the_caption(docs: Path) -> None:
+    """A migrated row holds null for what its writer never recorded; the caption says so and
+    points to the marker's rerun command instead of a command."""
+    old = row("adindex", 2, 0.7, 0.2, provenance_note="migrated: command, time not recorded")
+    old.update(command=None, time_utc=None, machine=None, load_avg_1m=None, git_sha=None)
+    old["rounds"] = [3.0, 1.5]
+    (docs / "results" / "old.jsonl").write_text(json.dumps(old) + "\n")
+    (docs / "old.md").write_text(
+        '<!-- table: o source=old view=rows columns="p50_ms:.1f=p50; rounds.1:.1f=second"'
+        ' rerun="python -m x" -->\n<!-- /table -->\n'
+        "first round <!-- value: source=old field=rounds.0 fmt=.1f -->?<!-- /value -->\n"
+    )
+    generate(docs)
+    text = (docs / "old.md").read_text()
+    assert "| 0.2 | 1.5 |" in text and "first round <!-- value: source=old" in text
+    assert "-->3.0<!-- /value -->" in text
+    assert "(1 row; git sha not recorded; date not recorded; machine not recorded, load " in text
+    assert "load average not recorded). Command: not recorded; to re-measure: `python -m x`" in text
+    assert "Migrated from an earlier format (1 row): each row's `provenance_note`" in text
+
+
+def test_undescribed_rows_are_refused_even_where_no_doc_cites_them(docs: Path) -> None:
+    bad = row("adindex", 1, 0.5, 0.1)
+    del bad["time_utc"]
+    (docs / "results" / "uncited.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(DocsError, match=r"uncited.jsonl:1: missing time_utc"):
+        generate(docs)
+
+
 def test_bad_markers_name_the_doc_and_line(docs: Path) -> None:
     (docs / "toy.md").write_text(
         "x\n\n<!-- table: t source=toy-run view=nope -->\n<!-- /table -->\n"
@@ -153,9 +182,21 @@ def test_every_system_measures_on_equal_threads() -> None:
 
 
 def test_committed_docs_match_committed_results() -> None:
-    """docs/*.md tables are what docs/results/*.jsonl produce (``make docs`` regenerates them)."""
+    """docs/*.md tables are what docs/results/*.jsonl produce (``make docs`` regenerates them),
+    every committed row describes itself, and every results file is cited by a doc."""
     stale, messages = generate(REPO / "docs", check=True)
     assert stale == 0, "\n".join(messages)
+    for path in (REPO / "docs" / "results").glob("*.jsonl"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            missing = set(REQUIRED) - json.loads(line).keys()
+            assert not missing, f"{path.name}:{n}: missing {sorted(missing)}"
+
+
+def test_results_no_doc_cites_fail_the_check(docs: Path) -> None:
+    generate(docs)
+    (docs / "results" / "orphan.jsonl").write_text(json.dumps(row("adindex", 3, 0.8, 0.3)) + "\n")
+    stale, messages = generate(docs, check=True)
+    assert stale == 1 and any("no doc cites (cite or delete them): orphan" in m for m in messages)
 
 
 def test_required_fields_are_written_by_the_benchmark(tmp_path: Path) -> None:
