@@ -42,6 +42,7 @@ import numpy as np
 
 from benchmarks.load_index import make_index, served_recall
 from benchmarks.load_report import plot, record, table
+from benchmarks.provenance import command
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,8 @@ class Server:
         if not port or self.proc.poll() is not None:
             raise RuntimeError("server did not start:\n" + "".join(lines))
         self.target = f"127.0.0.1:{port}"
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep the pipe empty
+        self._reader = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._reader.start()  # keep the pipe empty
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -278,6 +280,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout=10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -291,12 +296,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0]
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="subcommand", required=True)
     m = sub.add_parser("make-index", help="publish an artifact from the calibrated synthetic set")
     m.add_argument("--nb", type=int, default=100_000)
     m.add_argument("--nq", type=int, default=1000)
     m.add_argument("--out", type=Path, required=True)
-    m.add_argument("--factory", default="IVF1024,PQ96x4fs,RFlat", help="(adindex's choice at 100k)")
+    m.add_argument("--factory", default=None, help="default: what indexer.params chooses for --nb")
     m.add_argument(
         "--target-recall", type=float, default=0.95, help="recall@100 the defaults must reach"
     )
@@ -381,18 +386,35 @@ def _describe(
 ) -> dict[str, Any]:
     """What is being measured: the served index, and its recall@k through the server."""
     from retrieval.client import RetrievalClient
+    from retrieval.threads import default_alone_threads
 
     with RetrievalClient(target) as client:
         info = client.info()
     batching, _, alone = setting.partition("/a")
+    # Known only when this tool started the server (--index); the server's own default otherwise.
+    alone_threads = int(alone) if alone else (default_alone_threads() if args.index else None)
+    dataset = args.index.parent / "dataset.json" if args.index else None
     extra: dict[str, Any] = {
         "setting": setting,  # batching, and /aN when --alone-threads is compared
         "batching": batching,
-        "alone_threads": int(alone) if alone else None,  # None: the server's default
+        "alone_threads": alone_threads,
         "index_key": info.index_factory,
+        "dataset": json.loads(dataset.read_text())["dataset"]
+        if dataset and dataset.is_file()
+        else None,
         "nb": info.ad_count,
+        "d": info.dimension,
         "default_nprobe": info.default_nprobe,
         "server_workers": args.workers if args.index else None,  # unknown for --server
+        # Server: OpenMP threads per search (1 while searches overlap, alone_threads for a lone
+        # search), gRPC workers; the clients run on the same cores (in --procs processes).
+        "threads": {
+            "search": 1,
+            "alone": alone_threads,
+            "batch": 1 if batching == "on" else None,
+            "workers": args.workers if args.index else None,
+            "client_procs": args.procs,
+        },
     }
     truth_path = args.index.parent / "truth.npy" if args.index else None
     if truth_path is not None and truth_path.is_file():
@@ -433,7 +455,8 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
             for round_ in range(args.rounds):
                 for setting, target in targets.items():
                     run = dataclasses.replace(level, target=target)
-                    row = record(drive(run, xq, pids[setting]), round=round_, **extras[setting])
+                    result = drive(run, xq, pids[setting])
+                    row = record(result, command=args.command, round=round_, **extras[setting])
                     keys = (
                         "setting",
                         "mode",
@@ -459,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
-    if args.command == "make-index":
+    args.command = command(argv, module="benchmarks.load")
+    if args.subcommand == "make-index":
         version_dir = make_index(args.nb, args.nq, args.out, args.factory, args.target_recall)
         print(f"published {version_dir}; queries and truth in {args.out}")
         return 0

@@ -2,39 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.provenance import provenance
+
 if TYPE_CHECKING:
     from benchmarks.load import LoadResult
-
-
-def _git_sha() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty.strip() else "")
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
-    """One JSON line: the run, what it achieved, and where it ran."""
+def record(result: LoadResult, *, command: str = "", **extra: Any) -> dict[str, Any]:
+    """One JSON line: the run, what it achieved, and where, when and by which command it ran."""
     run = asdict(result.run)
     return {
+        "benchmark": "load",
+        "kind": "level",
         "name": "adindex-grpc-load",
         **{
             k: run[k] for k in ("mode", "clients", "procs", "k", "nprobe", "duration_s", "warmup_s")
@@ -49,13 +37,7 @@ def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
         "client_cpu_ms": _round(result.client_cpu_ms),
         "server_cpu_ms": _round(result.server_cpu_ms),
         **extra,
-        "load_avg_1m": os.getloadavg()[0],
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "host": platform.node(),
-        },
-        "git_sha": _git_sha(),
+        **provenance(command or "(from Python: benchmarks.load_report.record)"),
     }
 
 

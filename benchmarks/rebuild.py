@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.core import git_sha
+from benchmarks.provenance import command, git_sha, provenance
 from indexer.artifact import read_manifest, resolve
 from indexer.catalog import write_catalog_jsonl
 from indexer.records import AdRecord
@@ -69,16 +68,17 @@ def record(
     m = read_manifest(version)
     e, q = m.embedding, m.quality
     return {
-        "name": "rebuild",
-        "run": run,
+        "benchmark": "rebuild",
+        "kind": run,
         "dataset": "sample",
-        "n": m.counts.ads,
+        "nb": m.counts.ads,
         "d": m.dimension,
         "changed": round(config.ads * config.changed),
         "engine": m.build.engine,
         "embedder": m.model.embedder,
         "wall_s": round(wall, 2),
         "stages_s": m.build.seconds,
+        "embed_s": embed_seconds(m.build.seconds),
         "embedded": e.embedded if e else None,
         "reused": e.reused if e else None,
         "texts_embedded": e.texts_embedded if e else None,
@@ -90,9 +90,15 @@ def record(
         "threads": m.build.threads,
         "load_1m_before": load[0],
         "load_1m_after": load[1],
-        "host": platform.node(),
-        "git_sha": sha,
+        **provenance(command(module="benchmarks.rebuild")),
+        "load_avg_1m": load[0],
+        "git_sha": sha,  # of the code at the start
     }
+
+
+def embed_seconds(stages: dict[str, float]) -> float | None:
+    """The embedding stage's seconds ("Embedding N ads") of a manifest's per-stage times."""
+    return next((v for k, v in stages.items() if k.startswith("Embedding")), None)
 
 
 def change(records: list[AdRecord], share: float, tag: str) -> list[AdRecord]:
@@ -126,9 +132,11 @@ def run(config: RebuildConfig, results: Path) -> list[dict[str, object]]:
     write_catalog_jsonl(change(records, config.changed, "new season"), catalog)
     wall, version, *load = timed_build(catalog, out, *args)
     keep(record("rebuild", config, wall, version, (load[0], load[1]), sha))
-    keep({"name": "rebuild", "run": "speedup", "n": config.ads, "engine": "local",
-                  "first_s": round(first, 2), "rebuild_s": round(wall, 2),
-                  "speedup": round(first / wall, 1), "git_sha": sha})  # fmt: skip
+    keep({"benchmark": "rebuild", "kind": "speedup", "dataset": "sample", "nb": config.ads,
+          "d": lines[0]["d"], "threads": lines[0]["threads"], "engine": "local",
+          "first_s": round(first, 2), "rebuild_s": round(wall, 2),
+          "speedup": round(first / wall, 1),
+          **provenance(command(module="benchmarks.rebuild")), "git_sha": sha})  # fmt: skip
     if config.ray_rebuild:
         write_catalog_jsonl(change(records, config.changed, "winter"), catalog)  # new changes
         wall, version, *load = timed_build(catalog, out, *args, "--engine", "ray")
@@ -136,39 +144,9 @@ def run(config: RebuildConfig, results: Path) -> list[dict[str, object]]:
     return lines
 
 
-def report(results: Path) -> str:
-    """The docs' markdown table of the runs in ``results`` (docs/scale-out.md)."""
-    runs = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
-    out = [
-        "| N | changed | build | engine | wall s | embedding stage s | embedded | reused "
-        "| recall@100 | load 1m before/after | git |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        if r["run"] == "speedup":
-            continue
-        embed = next((v for k, v in r["stages_s"].items() if k.startswith("Embedding")), None)
-        out.append(
-            f"| {r['n']:,} | {r['changed']:,} | {r['run']} | {r['engine']} | {r['wall_s']:.1f} "
-            f"| {embed} | {r['embedded']:,} | {r['reused']:,} | {r['recall_at_k']} "
-            f"| {r['load_1m_before']} / {r['load_1m_after']} | {r['git_sha']} |"
-        )
-    out.append("")
-    for r in runs:
-        if r["run"] == "speedup":
-            out.append(
-                f"- N = {r['n']:,}: first build {r['first_s']:.0f} s, rebuild {r['rebuild_s']:.0f} s: "
-                f"**{r['speedup']}x** faster end to end"
-            )
-    return "\n".join(out)
-
-
 def main(argv: list[str] | None = None) -> int:
     d = RebuildConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--report", type=Path, help="print the markdown table of a results file and exit"
-    )
     p.add_argument("--ads", type=int, default=d.ads, help="catalog size (default: %(default)s)")
     p.add_argument("--changed", type=float, default=d.changed,
                    help="share of ads changed between the builds (default: %(default)s)")  # fmt: skip
@@ -181,20 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=Path("benchmarks/results/rebuild.jsonl"),
                    help="JSON lines appended here (default: %(default)s)")  # fmt: skip
     args = p.parse_args(argv)
-    if args.report:
-        print(report(args.report))
-        return 0
     args.results.parent.mkdir(parents=True, exist_ok=True)
     config = RebuildConfig(args.ads, args.changed, work=args.work, ray_rebuild=args.ray_rebuild,
                            threads=args.threads)  # fmt: skip
     lines = run(config, args.results)
     print(f"{'run':<12} {'wall s':>8} {'embedded':>9} {'reused':>8}  recall  engine")
     for line in lines:
-        if line["run"] == "speedup":
+        if line["kind"] == "speedup":
             continue
-        print(f"{line['run']:<12} {line['wall_s']:>8} {line['embedded']:>9} {line['reused']:>8}"
+        print(f"{line['kind']:<12} {line['wall_s']:>8} {line['embedded']:>9} {line['reused']:>8}"
               f"  {line['recall_at_k']}  {line['engine']}")  # fmt: skip
-    speed = next(line for line in lines if line["run"] == "speedup")
+    speed = next(line for line in lines if line["kind"] == "speedup")
     print(f"rebuild after changing {config.changed:.0%}: {speed['speedup']}x faster end to end")
     return 0
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.core import git_sha
+from benchmarks.provenance import command, git_sha, provenance
 from indexer.artifact import read_manifest, resolve
 from indexer.sample import write_sample
 
@@ -104,10 +102,10 @@ def timed_build(mode: str, catalog: Path, out: Path, address: str) -> dict[str, 
     m = read_manifest(resolve(out))
     q = m.quality
     return {
-        "name": "scale_out",
-        "mode": mode,
+        "benchmark": "scale_out",
+        "kind": mode,
         "dataset": "sample",
-        "n": m.counts.ads,
+        "nb": m.counts.ads,
         "d": m.dimension,
         "engine": m.build.engine,
         "nodes": m.build.nodes,
@@ -120,52 +118,13 @@ def timed_build(mode: str, catalog: Path, out: Path, address: str) -> dict[str, 
         "cpus": os.cpu_count(),
         "load_1m_before": round(load, 2),
         "load_1m_after": round(os.getloadavg()[0], 2),
-        "host": platform.node(),
+        **provenance(command(module="benchmarks.scale_out")),
+        "load_avg_1m": round(load, 2),
     }
-
-
-def report(results: Path) -> str:
-    """The docs' markdown table: per mode, the median over rounds of the wall time and stages."""
-    runs = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
-    stages = {
-        "Ray start/join": ("Starting a local Ray", "Joining a Ray cluster"),
-        "read": ("Reading catalog",),
-        "embed": ("Embedding",),
-        "train + add": ("Training and adding",),
-        "recall gate": ("Evaluating",),
-    }
-    out = [
-        "| mode | N | rounds | wall s (median) | "
-        + " | ".join(f"{s} s" for s in stages)
-        + " | recall@100 | load 1m |",
-        "|---|---|---|---|" + "---|" * len(stages) + "---|---|",
-    ]
-    for mode in MODES:
-        rs = [r for r in runs if r["mode"] == mode]
-        if not rs:
-            continue
-        cells = []
-        for prefixes in stages.values():
-            values = [
-                sum(v for k, v in r["stages_s"].items() if k.startswith(prefixes)) for r in rs
-            ]
-            cells.append(f"{statistics.median(values):.1f}")
-        loads = [r["load_1m_before"] for r in rs]
-        out.append(
-            f"| {mode} | {rs[0]['n']:,} | {len(rs)} "
-            f"| {statistics.median(r['wall_s'] for r in rs):.1f} | "
-            + " | ".join(cells)
-            + f" | {statistics.median(r['recall_at_k'] for r in rs):.3f} "
-            f"| {min(loads):.0f}-{max(loads):.0f} |"
-        )
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--report", type=Path, help="print the markdown table of a results file and exit"
-    )
     p.add_argument(
         "--ads", type=int, default=2000, help="sample catalog size (default: %(default)s)"
     )
@@ -175,9 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated (default: all)")
     p.add_argument("--results", type=Path, default=Path("benchmarks/results/scale_out.jsonl"))
     args = p.parse_args(argv)
-    if args.report:
-        print(report(args.report))
-        return 0
     modes = [m for m in args.modes.split(",") if m]
     work = Path(tempfile.mkdtemp(prefix="adindex-scale-out-"))
     catalog, _ = write_sample(work / "sample", n_ads=args.ads, n_users=1)

@@ -17,6 +17,8 @@ _EXPORTS = {
     "CatalogError": "indexer.records",
     "Targeting": "indexer.records",
     "read_catalog": "indexer.catalog",
+    "read_pins": "indexer.pins",
+    "PinTable": "indexer.pins",
     "Embedder": "indexer.embedding",
     "SentenceTransformerEmbedder": "indexer.embedding",
     "IndexParams": "indexer.params",

@@ -13,6 +13,18 @@ Layout of an artifact root (``adindex build --out ROOT``)::
         embeddings.npy            (n, d) float32 unit vectors, row i = FAISS id i; kept for exact
                                   search, re-ranking checks and rebuilds without re-embedding
         rejects.jsonl             only when the build ran with --skip-invalid
+        pins.jsonl, pin_embeddings.npy, pin_rejects.jsonl
+                                  only when built with --pins: the pin table (indexer.pins)
+
+A sharded version (``adindex build --shards N``, ``indexer.shards``) holds one directory per
+shard instead of the three index files, each a complete version of its own ads that a leaf
+loads with ``load(root, shard=i)``; the version's manifest names every shard and checksums
+every file below it::
+
+      20261125T191500Z-5b7d0e21/
+        manifest.json             the version: "shards" section, files "shard-0/index.faiss", ...
+        shard-0/                  manifest.json ("shards": {"index": 0, ...}), index.faiss,
+        shard-1/ ...              ads.jsonl, embeddings.npy: the ads that hash to this shard
 
 Publishing is atomic: everything is written into a hidden temporary directory beside the
 versions, fsynced, renamed into place, and only then is ``LATEST`` replaced (write, fsync,
@@ -41,6 +53,8 @@ from indexer.records import AdRecord, Targeting
 
 if TYPE_CHECKING:
     import faiss
+
+    from indexer.pins import PinTable
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +137,17 @@ class Artifact:
     index: faiss.Index
     ads: list[AdMeta]
     embeddings: np.ndarray  # (n, d) float32, memory-mapped read-only
+    pins: PinTable | None = None  # built with --pins: in the ads' space (same model, dimension)
+    shard: int | None = None  # which shard of a sharded version (path is its directory)
 
     @property
     def version(self) -> str:
         return self.manifest.version
+
+    @property
+    def root(self) -> Path:
+        """The artifact root the version was published under (where LATEST is)."""
+        return self.path.parent if self.shard is None else self.path.parent.parent
 
     @property
     def dimension(self) -> int:
@@ -186,6 +207,28 @@ def staging_dir(root: Path, version: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def seal(staged: Path, *, version: str, manifest: Manifest) -> Manifest:
+    """Checksum and fsync every file below ``staged``, then write its ``manifest.json``.
+
+    Files in subdirectories (a sharded version's ``shard-0/...``) are listed by their
+    relative path, so the manifest vouches for everything below it.
+
+    Returns:
+        The manifest as written, with ``version`` and ``files`` filled in.
+    """
+    files = {}
+    for p in sorted(staged.rglob("*")):
+        _fsync_file(p)  # a directory too: the names of its files are then durable
+        if p.is_file():
+            files[p.relative_to(staged).as_posix()] = FileEntry(_sha256(p), p.stat().st_size)
+    manifest = replace(manifest, version=version, files=files)
+    mpath = staged / MANIFEST
+    mpath.write_text(manifest.dumps(), encoding="utf-8")
+    _fsync_file(mpath)
+    _fsync_dir(staged)
+    return manifest
+
+
 def publish(root: Path, staged: Path, *, version: str, manifest: Manifest) -> Manifest:
     """Checksum, fsync and atomically publish a staged version directory; point LATEST at it.
 
@@ -198,15 +241,7 @@ def publish(root: Path, staged: Path, *, version: str, manifest: Manifest) -> Ma
     Returns:
         The manifest as written to ``root / version / manifest.json``.
     """
-    files = {}
-    for p in sorted(staged.iterdir()):
-        _fsync_file(p)
-        files[p.name] = FileEntry(sha256=_sha256(p), bytes=p.stat().st_size)
-    manifest = replace(manifest, version=version, files=files)
-    mpath = staged / MANIFEST
-    mpath.write_text(manifest.dumps(), encoding="utf-8")
-    _fsync_file(mpath)
-    _fsync_dir(staged)
+    manifest = seal(staged, version=version, manifest=manifest)
     final = root / version
     os.rename(staged, final)
     _fsync_dir(root)
@@ -264,14 +299,24 @@ def verify(version_dir: Path, manifest: Manifest) -> None:
             raise ArtifactError(f"{p}: sha256 mismatch, the file is corrupted")
 
 
-def load(path: Path, *, expected_dimension: int | None = None) -> Artifact:
+def load(
+    path: Path, *, expected_dimension: int | None = None, shard: int | None = None
+) -> Artifact:
     """Load and verify a version (or the ``LATEST`` version of a root).
 
+    Args:
+        path: artifact root, version directory, or a shard's directory.
+        expected_dimension: refuse any other dimension.
+        shard: which shard of a sharded version to load (None: the version is not sharded).
+
     Raises:
-        ArtifactError: missing files, checksum mismatch, wrong format or dimension.
+        ArtifactError: missing files, checksum mismatch, wrong format or dimension, a sharded
+            version without ``shard`` or the other way round.
     """
     version_dir = resolve(path)
     manifest = read_manifest(version_dir)
+    if manifest.shards is not None or shard is not None:
+        version_dir, manifest = _shard_of_version(version_dir, manifest, shard)
     verify(version_dir, manifest)
     d = manifest.dimension
     if expected_dimension is not None and d != expected_dimension:
@@ -298,7 +343,21 @@ def load(path: Path, *, expected_dimension: int | None = None) -> Artifact:
             raise ArtifactError(
                 f"{version_dir / EMBEDDINGS_FILE}: rows differ from the index's own vectors"
             )
-    return Artifact(path=version_dir, manifest=manifest, index=index, ads=ads, embeddings=xb)
+    from indexer.pins import PinsError, load_pins  # here: FAISS-free readers stay light
+
+    try:
+        pins = load_pins(version_dir, manifest)
+    except PinsError as exc:
+        raise ArtifactError(str(exc)) from exc
+    return Artifact(
+        path=version_dir,
+        manifest=manifest,
+        index=index,
+        ads=ads,
+        embeddings=xb,
+        pins=pins,
+        shard=None if manifest.shards is None else manifest.shards.index,
+    )
 
 
 class _Borrowed:
@@ -331,6 +390,43 @@ def _refine_vectors(index: faiss.Index) -> np.ndarray | None:
     n, d = int(flat.ntotal), int(flat.d)
     address = faiss.rev_swig_ptr(flat.get_xb(), n * d).__array_interface__["data"][0]
     return np.asarray(_Borrowed(index, address, (n, d)))
+
+
+def shard_dir(version_dir: Path, shard: int) -> Path:
+    """Where shard ``shard`` of a sharded version lives."""
+    return version_dir / f"shard-{shard}"
+
+
+def _shard_of_version(
+    version_dir: Path, manifest: Manifest, shard: int | None
+) -> tuple[Path, Manifest]:
+    """The directory and manifest of one shard, vouched for by the version's manifest."""
+    info = manifest.shards
+    if info is None:
+        raise ArtifactError(f"{version_dir}: not sharded; serve it without --shard")
+    if info.index is not None:  # a shard's own directory was given
+        if shard not in (None, info.index):
+            raise ArtifactError(f"{version_dir}: is shard {info.index}, not shard {shard}")
+        return version_dir, manifest
+    if shard is None:
+        raise ArtifactError(
+            f"{version_dir}: sharded into {info.count}; load one shard (adindex serve "
+            "--shard I) and put adindex root in front"
+        )
+    if not 0 <= shard < info.count:
+        raise ArtifactError(f"{version_dir}: shard {shard} of {info.count} does not exist")
+    sub = shard_dir(version_dir, shard)
+    # The version's manifest vouches for the shard's manifest, which vouches for its files.
+    listed = f"{sub.name}/{MANIFEST}"
+    entry = manifest.files.get(listed)
+    if entry is None:
+        raise ArtifactError(f"{version_dir}: {MANIFEST} lists no {listed}")
+    verify(version_dir, replace(manifest, files={listed: entry}))
+    shard_manifest = read_manifest(sub)
+    got = shard_manifest.shards
+    if shard_manifest.version != manifest.version or got is None or got.index != shard:
+        raise ArtifactError(f"{sub}: its {MANIFEST} is not shard {shard} of {manifest.version}")
+    return sub, shard_manifest
 
 
 def list_versions(root: Path) -> list[str]:

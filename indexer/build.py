@@ -25,10 +25,11 @@ import faiss
 import numpy as np
 
 from indexer import artifact
+from indexer.advice import below_target_message
 from indexer.ann import normalize
 from indexer.catalog import read_catalog, write_rejects
-from indexer.embedding import Embedder, SentenceTransformerEmbedder
-from indexer.embedding_cache import CACHE_DIR, CacheKey, Encode, embed_with_cache, embedder_identity
+from indexer.embedding import Embedder, SentenceTransformerEmbedder, embedder_identity
+from indexer.embedding_cache import CACHE_DIR, CacheKey, Encode, embed_with_cache
 from indexer.manifest import (
     DEFAULT_TEXT_SEPARATOR,
     BuildInfo,
@@ -39,18 +40,14 @@ from indexer.manifest import (
     Manifest,
     ModelInfo,
     OperatingPoint,
+    PinsInfo,
     SearchDefaults,
 )
 from indexer.params import DEFAULT_MIN_RERANK, IndexParams, choose_params
+from indexer.pins import PinFile, PinsError, embed_pins, read_pins, write_pins
 from indexer.queries import QuerySet, catalog_queries, file_queries
-from indexer.records import DEFAULT_TEXT_FIELDS, Catalog
-from indexer.tuning import (
-    Tuning,
-    TuningConfig,
-    allowed_best,
-    below_target_message,
-    tune,
-)
+from indexer.records import DEFAULT_TEXT_FIELDS, PIN_TEXT_FIELDS, Catalog
+from indexer.tuning import Tuning, TuningConfig, allowed_best, tune
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +103,9 @@ class BuildConfig:
     text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
     text_separator: str = DEFAULT_TEXT_SEPARATOR
     skip_invalid: bool = False
+    # A pins file to embed with the ads' model into the version's pin table (indexer.pins).
+    pins: Path | None = None
+    pin_text_fields: tuple[str, ...] = PIN_TEXT_FIELDS
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 1234
     # Recall gate (indexer.tuning): a version is published only if some measured
@@ -128,8 +128,17 @@ class BuildConfig:
     # embedding_cache_dir (None: OUT/embedding-cache).
     embedding_cache: bool = True
     embedding_cache_dir: Path | None = None
+    # Split the version into this many shards by ad id (indexer.shards); None: one index.
+    shards: int | None = None
 
     def __post_init__(self) -> None:
+        if self.shards is not None and self.shards < 1:
+            raise ValueError(f"shards must be >= 1; got {self.shards}")
+        if self.shards is not None and self.pins is not None:
+            # A root would have to resolve engaged pins into interests before fanning out.
+            raise ValueError("--pins with --shards is not supported yet: build pins unsharded")
+        if self.engine == "ray" and self.pins is not None:
+            raise ValueError("--pins with --engine ray is not supported yet: build pins locally")
         if not self.text_fields:
             raise ValueError("text_fields must name at least one field")
         if self.threads < 1:
@@ -300,9 +309,22 @@ def build(
         catalog = read_catalog(
             config.catalog, skip_invalid=config.skip_invalid, text_fields=config.text_fields
         )
+    pin_file = None
+    if config.pins is not None:
+        with timeit("Reading pins", timings):
+            pin_file = read_pins(
+                config.pins, skip_invalid=config.skip_invalid, text_fields=config.pin_text_fields
+            )
+        text_model = catalog.embeddings is None or config.model is not None
+        if pin_file.embeddings is None and embedder is None and text_model:
+            embedder = SentenceTransformerEmbedder(config.model)  # one model: ads and pins
     with timeit(f"Embedding {len(catalog.records)} ads", timings):
         vectors = embed_catalog(catalog, config, embedder)
-    return index_and_publish(vectors, config, timings)
+    pins = None
+    if pin_file is not None:
+        with timeit(f"Embedding {len(pin_file.records)} pins", timings):
+            pins = (pin_file, *_embed_pins(pin_file, vectors.model, embedder, config))
+    return index_and_publish(vectors, config, timings, pins=pins)
 
 
 def index_and_publish(
@@ -312,6 +334,7 @@ def index_and_publish(
     *,
     make_index: IndexMaker = train_index,
     nodes: int = 1,
+    pins: tuple[PinFile, np.ndarray, PinsInfo] | None = None,
 ) -> BuildResult:
     """The stages every engine shares: plan, train and add, recall gate, manifest, publish.
 
@@ -321,6 +344,7 @@ def index_and_publish(
         timings: seconds per stage so far; the stages here add theirs.
         make_index: trains the index and adds xb in catalog order (default: in this process).
         nodes: machines the build ran on (the manifest records it).
+        pins: the pin table to publish in the version (pins, their vectors, what they are).
     """
     catalog, xb = vectors.catalog, vectors.xb
     n, d = xb.shape
@@ -333,6 +357,10 @@ def index_and_publish(
         n,
         d,
     )
+    if config.shards is not None:
+        from indexer.shards import build_shards  # imports this module
+
+        return build_shards(config, vectors, params, queries, timings, nodes=nodes)
     with timeit("Training and adding", timings):
         try:
             index = make_index(xb, params, config.seed)
@@ -351,8 +379,20 @@ def index_and_publish(
         if catalog.rejects:
             write_rejects(catalog.rejects, staged / artifact.REJECTS_FILE)
         manifest = _manifest(vectors, params, tuning, point, timings, config, nodes)
+        if pins is not None:
+            write_pins(staged, pins[0], pins[1])
+            manifest = replace(manifest, pins=pins[2])
         manifest = artifact.publish(config.out, staged, version=version, manifest=manifest)
     return BuildResult(version_dir=config.out / version, manifest=manifest)
+
+
+def _embed_pins(
+    pin_file: PinFile, model: ModelInfo, embedder: Embedder | None, config: BuildConfig
+) -> tuple[np.ndarray, PinsInfo]:
+    try:
+        return embed_pins(pin_file, model, embedder, text_fields=config.pin_text_fields)
+    except PinsError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 def _plan(config: BuildConfig, xb: np.ndarray) -> tuple[IndexParams, QuerySet]:

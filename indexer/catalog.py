@@ -17,11 +17,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from indexer.catalog_formats import read_csv, read_jsonl, read_parquet
-from indexer.catalog_validation import Builder, CatalogPart, decide
+from indexer.catalog_validation import Builder, CatalogPart, RowBuilder, decide
 from indexer.records import (
     DEFAULT_TEXT_FIELDS,
     FILE_FIELD,
@@ -77,7 +78,7 @@ def catalog_files(source: Path) -> list[Path]:
         FileNotFoundError: if ``source`` does not exist.
     """
     if not source.is_dir():
-        _check_suffix(source)
+        check_format(source)
         if not source.exists():
             raise FileNotFoundError(f"catalog {source} does not exist")
         return [source]
@@ -87,14 +88,15 @@ def catalog_files(source: Path) -> list[Path]:
     )
     files = [p for p in files if not any(s[0] in "._" for s in p.relative_to(source).parts)]
     for f in files:
-        _check_suffix(f)
+        check_format(f)
     if not files:
         message = f"no catalog files ({', '.join(_SUFFIXES)}) in the directory"
         raise CatalogError([Problem(str(source), 0, FILE_FIELD, message)], source)
     return files
 
 
-def _check_suffix(source: Path) -> None:
+def check_format(source: Path) -> None:
+    """Raise CatalogError unless the suffix names a format the readers know."""
     suffix = source.suffix.lower()
     if suffix not in _SUFFIXES:
         message = f"unsupported catalog format {suffix or '(no suffix)'!r}: expected one of {', '.join(_SUFFIXES)}"
@@ -108,14 +110,7 @@ def read_part(source: Path, text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS) ->
         CatalogError: a problem with the file as a whole (format, header, encoding).
     """
     builder = Builder(source, check_text_fields(text_fields))
-    suffix = source.suffix.lower()
-    if suffix == ".csv":
-        sha256 = read_csv(source, builder)
-    elif suffix == ".parquet":
-        sha256 = read_parquet(source, builder)
-    else:
-        sha256 = read_jsonl(source, builder)
-    return builder.part(sha256)
+    return builder.part(read_rows(source, builder))
 
 
 def catalog_sha256(source: Path, parts: Sequence[CatalogPart]) -> str:
@@ -125,6 +120,20 @@ def catalog_sha256(source: Path, parts: Sequence[CatalogPart]) -> str:
         return parts[0].sha256
     listing = "".join(f"{p.source.relative_to(source).as_posix()}\t{p.sha256}\n" for p in parts)
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def read_rows(source: Path, builder: RowBuilder[Any]) -> str:
+    """Feed every row of a JSONL, CSV or Parquet file (by suffix) to ``builder``.
+
+    Returns:
+        The sha256 of the file bytes.
+    """
+    suffix = source.suffix.lower()
+    if suffix == ".csv":
+        return read_csv(source, builder)
+    if suffix == ".parquet":
+        return read_parquet(source, builder)
+    return read_jsonl(source, builder)
 
 
 def write_rejects(problems: Sequence[Problem], path: Path) -> None:

@@ -1,7 +1,8 @@
 """The catalog file formats: JSONL, CSV and Parquet rows fed to a ``Builder``.
 
 Each reader only decodes its format into JSON-like rows and hashes the file bytes; all
-validation is in ``indexer.catalog_validation``.
+validation is in ``indexer.catalog_validation``. The builder names the columns (ads, or pins:
+``indexer.pins``), so every table shares these readers.
 """
 
 from __future__ import annotations
@@ -12,25 +13,23 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from indexer.catalog_validation import BadCell, Builder
-from indexer.records import DEFAULT_TEXT_FIELDS, FILE_FIELD, CatalogError, type_name
+from indexer.catalog_validation import BadCell, RowBuilder
+from indexer.records import FILE_FIELD, CatalogError, type_name
 
-_REQUIRED = ("ad_id", "advertiser_id", "campaign_id", "status")
-_FIELDS = frozenset((*_REQUIRED, *DEFAULT_TEXT_FIELDS, "targeting", "bid", "embedding"))
-_ENCODED = ("targeting", "bid", "embedding")  # columns that hold JSON or number text in CSV
+Builder = RowBuilder[Any]  # the ads' Builder or the pins' PinBuilder
 _JSON = json.JSONDecoder()
 
 
 def read_jsonl(source: Path, builder: Builder) -> str:
     digest = hashlib.sha256()
-    unknown = builder.unknown
+    unknown, fields = builder.unknown, builder.FIELDS
     with source.open("rb") as f:
         for line, raw in enumerate(f, 1):
             digest.update(raw)
@@ -46,8 +45,8 @@ def read_jsonl(source: Path, builder: Builder) -> str:
             if type(obj) is not dict:
                 builder.malformed(line, f"expected a JSON object, got {type_name(obj)}")
                 continue
-            if not _FIELDS.issuperset(obj):
-                unknown.update(obj.keys() - _FIELDS)
+            if not fields.issuperset(obj):
+                unknown.update(obj.keys() - fields)
             builder.add(line, obj)
     return digest.hexdigest()
 
@@ -75,14 +74,14 @@ def _check_columns(builder: Builder, columns: Sequence[str], line: int, field: s
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
         raise builder.file_error(line, field, f"duplicate column(s): {', '.join(duplicates)}")
-    missing = [c for c in _REQUIRED if c not in columns]
+    missing = [c for c in builder.REQUIRED if c not in columns]
     if missing:
         message = f"missing required column(s): {', '.join(missing)}; found: {', '.join(columns)}"
         raise builder.file_error(line, field, message)
     if not set(builder.text_fields) & set(columns) and "embedding" not in columns:
         message = f"no text column ({', '.join(builder.text_fields)}) and no embedding column"
         raise builder.file_error(line, field, message)
-    builder.unknown.update(c for c in columns if c not in _FIELDS)
+    builder.unknown.update(c for c in columns if c not in builder.FIELDS)
 
 
 def read_csv(source: Path, builder: Builder) -> str:
@@ -103,8 +102,9 @@ def _add_csv_rows(
 ) -> None:
     columns = [c.strip() for c in header[1]]
     _check_columns(builder, columns, header[0], "<header>")
-    plain = [(i, c) for i, c in enumerate(columns) if c in _FIELDS and c not in _ENCODED]
-    encoded = [(i, c) for i, c in enumerate(columns) if c in _ENCODED]
+    fields, encoded_fields = builder.FIELDS, builder.ENCODED
+    plain = [(i, c) for i, c in enumerate(columns) if c in fields and c not in encoded_fields]
+    encoded = [(i, c) for i, c in enumerate(columns) if c in encoded_fields]
     cache: dict[str, object] = {}
     for line, row in rows:
         if len(row) != len(columns):
@@ -155,7 +155,7 @@ def read_parquet(source: Path, builder: Builder) -> str:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
             _check_columns(builder, names, 0, "<schema>")
-            columns = [c for c in names if c in _FIELDS]
+            columns = [c for c in names if c in builder.FIELDS]
             if "embedding" in columns:
                 # Read apart from the other columns, batch by batch into one float32 matrix: the
                 # whole Arrow column is never held (1.5 GB at 1M x 384, more while decoding).
@@ -171,16 +171,18 @@ def read_parquet(source: Path, builder: Builder) -> str:
     cache: dict[str, object] = {}
     line = 0
     for batch in table.to_batches(max_chunksize=_PARQUET_BATCH_ROWS):
-        values = {c: _parquet_values(batch.column(c), c, cache) for c in columns}
+        values = {c: _parquet_values(batch.column(c), c, builder.ENCODED, cache) for c in columns}
         for j in range(batch.num_rows):
             line += 1
             builder.add(line, {c: v[j] for c, v in values.items()})
     return sha256
 
 
-def _parquet_values(array: pa.Array, column: str, cache: dict[str, object]) -> list[object]:
+def _parquet_values(
+    array: pa.Array, column: str, encoded: tuple[str, ...], cache: dict[str, object]
+) -> list[object]:
     values: list[object] = array.to_pylist()
-    if column in _ENCODED:  # any string flavour (plain, large, dictionary) holds JSON/number text
+    if column in encoded:  # any string flavour (plain, large, dictionary) holds JSON/number text
         return [_decode(column, v, cache) if isinstance(v, str) else v for v in values]
     return values
 

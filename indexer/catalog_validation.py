@@ -1,7 +1,9 @@
 """Row-by-row validation of a catalog: ``Builder`` turns JSON-like rows into a ``Catalog``.
 
 It knows nothing of file formats (those are in ``indexer.catalog_formats``), so every format
-shares one set of checks and messages.
+shares one set of checks and messages. ``RowBuilder`` holds what any keyed table with text or
+embeddings shares (ids, duplicates, text, embeddings, whole-file checks, skip or raise); the
+ad catalog's ``Builder`` and the pin table's ``indexer.pins.PinBuilder`` add their own fields.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -65,15 +68,29 @@ def _first_non_finite(x: np.ndarray, original: np.ndarray | None = None) -> str:
     return f"value at index {i} ({value}) is not a finite float32"
 
 
-class Builder:
-    """Validates rows one at a time and assembles the Catalog; knows nothing of file formats."""
+R = TypeVar("R")
+
+
+class RowBuilder(Generic[R]):
+    """Validates rows of one keyed table one at a time; knows nothing of file formats.
+
+    Subclasses name their columns (``REQUIRED``, ``FIELDS``, ``ENCODED``: read by the format
+    readers), their key (``ID_FIELD``) and define ``add``, which calls :meth:`_begin`, checks
+    the row, then :meth:`_end` with its record (None when the row has problems).
+    """
+
+    REQUIRED: tuple[str, ...] = ()  # columns a header must have
+    FIELDS: frozenset[str] = frozenset()  # known columns; others are ignored (and logged)
+    ENCODED: tuple[str, ...] = ("embedding",)  # columns that hold JSON or number text in CSV
+    ID_FIELD = ""
+    EMPTY = "the file has no valid rows"  # the whole-file problem when no row is valid
 
     def __init__(self, source: Path, text_fields: tuple[str, ...]) -> None:
         self.source = source
         self._path = str(source)
         self.text_fields = text_fields
         self._problems: list[Problem] = []
-        self._records: list[AdRecord | None] = []  # None: the row has problems
+        self._records: list[R | None] = []  # None: the row has problems
         self._lines: list[int] = []
         self._ids: list[str | None] = []
         self._bad: set[int] = set()
@@ -106,37 +123,28 @@ class Builder:
 
     def add(self, line: int, obj: Mapping[str, object]) -> None:
         """Validate one row (JSON-like values) and keep it, with its problems."""
+        raise NotImplementedError
+
+    def _begin(self, line: int, obj: Mapping[str, object]) -> tuple[str | None, int]:
+        """Start a row: check its key (present, unique); returns (key, problems so far)."""
         self._row, self._line, self._ad_id = len(self._records), line, ""
         n_problems = len(self._problems)
-        ad_id = self._ident("ad_id", obj.get("ad_id"))
-        if ad_id is not None:
-            self._ad_id = ad_id
-            first = self._first_line.setdefault(ad_id, line)
+        key = self._ident(self.ID_FIELD, obj.get(self.ID_FIELD))
+        if key is not None:
+            self._ad_id = key
+            first = self._first_line.setdefault(key, line)
             if first != line:
                 self.problem(
-                    "ad_id", f"duplicate ad_id {ad_id!r} (first seen at {self._unit} {first})"
+                    self.ID_FIELD,
+                    f"duplicate {self.ID_FIELD} {key!r} (first seen at {self._unit} {first})",
                 )
-        advertiser_id = self._ident("advertiser_id", obj.get("advertiser_id"))
-        campaign_id = self._ident("campaign_id", obj.get("campaign_id"))
-        texts = self._texts(obj)
-        targeting = self._targeting(obj.get("targeting"))
-        status = self._status(obj.get("status"))
-        bid = self._bid(obj.get("bid"))
-        if self._xb is None:
-            self._embedding(obj.get("embedding"))
+        return key, n_problems
+
+    def _end(self, line: int, key: str | None, record: R | None, n_problems: int) -> None:
+        """Keep the row: its record only if checking it found no problem."""
         self._lines.append(line)
-        self._ids.append(ad_id)
-        if (
-            len(self._problems) > n_problems
-            or ad_id is None
-            or advertiser_id is None
-            or campaign_id is None
-            or status is None
-        ):
-            self._records.append(None)
-            return
-        record = AdRecord(ad_id, advertiser_id, campaign_id, *texts, targeting, status, bid)
-        self._records.append(record)
+        self._ids.append(key)
+        self._records.append(record if len(self._problems) == n_problems else None)
 
     def _ident(self, name: str, value: object) -> str | None:
         if type(value) is str:
@@ -152,10 +160,11 @@ class Builder:
         self.problem(name, message)
         return None
 
-    def _texts(self, obj: Mapping[str, object]) -> tuple[str, str, str]:
-        out = ["", "", ""]
+    def _texts(self, obj: Mapping[str, object], names: tuple[str, ...]) -> list[str]:
+        """The row's text fields ``names`` ("" when absent), checked to be strings."""
+        out = [""] * len(names)
         has_text = False
-        for i, name in enumerate(DEFAULT_TEXT_FIELDS):
+        for i, name in enumerate(names):
             value = obj.get(name)
             if value is None:
                 continue
@@ -167,7 +176,124 @@ class Builder:
                 has_text = True
         if not has_text:
             self._no_text.append(self._row)  # an error only if the catalog has no embeddings
-        return out[0], out[1], out[2]
+        return out
+
+    def _embedding(self, value: object) -> None:
+        if value is None:
+            self._vectors.append(None)
+            return
+        self._has_embeddings = True
+        self._vectors.append(_NO_VECTOR)  # replaced below when the vector is valid
+        if isinstance(value, BadCell):
+            self.problem("embedding", value.message)
+            return
+        a, reason = _vector(value)
+        if a is None:
+            self.problem("embedding", reason)
+            return
+        if self._dim is None:
+            self._dim = (len(a), self._line)
+        elif len(a) != self._dim[0]:
+            d, line = self._dim
+            self.problem(
+                "embedding", f"dimension {len(a)}, expected {d} (as at {self._unit} {line})"
+            )
+            return
+        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, below
+            x = a.astype(np.float32)
+        if not np.isfinite(x).all():
+            self.problem("embedding", _first_non_finite(x, a))
+            return
+        self._vectors[-1] = x
+
+    def set_matrix(self, xb: np.ndarray) -> None:
+        """Embeddings of all rows at once (before any row is added); non-finite rows are flagged."""
+        self._xb, self._has_embeddings = xb, True
+        self._bad_matrix = np.flatnonzero(~np.isfinite(xb).all(axis=1)).tolist()
+
+    def _keep(self, *, skip_invalid: bool) -> tuple[list[int], list[Problem]]:
+        """Apply the whole-file checks, then raise, or return the good rows and all problems."""
+        self._whole_file_checks()
+        problems = sorted(self._problems, key=lambda p: p.line)  # stable: fields stay in order
+        if problems and not skip_invalid:
+            raise CatalogError(problems, self.source)
+        keep = [i for i, r in enumerate(self._records) if r is not None and i not in self._bad]
+        if not keep:
+            n_rows = len(self._records) + self._n_malformed()
+            what = f"{n_rows} row(s), none valid" if n_rows else "no rows"
+            empty = Problem(self._path, 0, FILE_FIELD, f"{self.EMPTY} ({what})")
+            raise CatalogError([*problems, empty], self.source)
+        if problems:
+            logger.warning(
+                "%s: skipped %d invalid row(s) with %d problem(s); kept %d",
+                self.source,
+                len(self._records) - len(keep) + self._n_malformed(),
+                len(problems),
+                len(keep),
+            )
+        return keep, problems
+
+    def _kept(self, keep: list[int]) -> list[R]:
+        return [r for i in keep if (r := self._records[i]) is not None]
+
+    def _n_malformed(self) -> int:
+        return sum(p.field == _RECORD for p in self._problems)
+
+    def _whole_file_checks(self) -> None:
+        if self.unknown:
+            logger.info(
+                "%s: ignoring unknown field(s): %s", self.source, ", ".join(sorted(self.unknown))
+            )
+        late: list[tuple[int, str, str]] = []  # (row, field, message)
+        if self._xb is not None:
+            late += [(i, "embedding", _first_non_finite(self._xb[i])) for i in self._bad_matrix]
+        elif self._has_embeddings:
+            first = next(self._lines[i] for i, v in enumerate(self._vectors) if v is not None)
+            message = f"missing, but other rows carry embeddings (first at {self._unit} {first})"
+            late += [(i, "embedding", message) for i, v in enumerate(self._vectors) if v is None]
+        else:
+            late += [(i, "text", _no_text(self.text_fields)) for i in self._no_text]
+        for i, name, message in late:
+            self._row, self._line, self._ad_id = i, self._lines[i], self._ids[i] or ""
+            self.problem(name, message)
+
+    def _embeddings(self, keep: list[int]) -> np.ndarray | None:
+        if not self._has_embeddings:
+            return None
+        if self._xb is not None:
+            return self._xb if len(keep) == len(self._xb) else self._xb[keep]
+        if not keep:  # a file of a directory catalog may have no valid row
+            return np.empty((0, self._dim[0] if self._dim else 0), dtype=np.float32)
+        return np.stack([v for i in keep if (v := self._vectors[i]) is not None])
+
+
+class Builder(RowBuilder[AdRecord]):
+    """Validates ad rows one at a time and assembles the Catalog."""
+
+    REQUIRED = ("ad_id", "advertiser_id", "campaign_id", "status")
+    FIELDS = frozenset((*REQUIRED, *DEFAULT_TEXT_FIELDS, "targeting", "bid", "embedding"))
+    ENCODED = ("targeting", "bid", "embedding")
+    ID_FIELD = "ad_id"
+    EMPTY = "the catalog has no valid ad records"
+
+    def add(self, line: int, obj: Mapping[str, object]) -> None:
+        """Validate one row (JSON-like values) and keep it, with its problems."""
+        ad_id, n_problems = self._begin(line, obj)
+        advertiser_id = self._ident("advertiser_id", obj.get("advertiser_id"))
+        campaign_id = self._ident("campaign_id", obj.get("campaign_id"))
+        title, description, creative_text = self._texts(obj, DEFAULT_TEXT_FIELDS)
+        targeting = self._targeting(obj.get("targeting"))
+        status = self._status(obj.get("status"))
+        bid = self._bid(obj.get("bid"))
+        if self._xb is None:
+            self._embedding(obj.get("embedding"))
+        record = None
+        if ad_id is not None and advertiser_id is not None and campaign_id is not None and status:
+            record = AdRecord(
+                ad_id, advertiser_id, campaign_id, title, description, creative_text,
+                targeting, status, bid,
+            )  # fmt: skip
+        self._end(line, ad_id, record, n_problems)
 
     def _status(self, value: object) -> Status | None:
         if type(value) is str and (status := _STATUS.get(value.strip().lower())):
@@ -209,39 +335,6 @@ class Builder:
             self.problem(name, message)
         return parsed[0]
 
-    def _embedding(self, value: object) -> None:
-        if value is None:
-            self._vectors.append(None)
-            return
-        self._has_embeddings = True
-        self._vectors.append(_NO_VECTOR)  # replaced below when the vector is valid
-        if isinstance(value, BadCell):
-            self.problem("embedding", value.message)
-            return
-        a, reason = _vector(value)
-        if a is None:
-            self.problem("embedding", reason)
-            return
-        if self._dim is None:
-            self._dim = (len(a), self._line)
-        elif len(a) != self._dim[0]:
-            d, line = self._dim
-            self.problem(
-                "embedding", f"dimension {len(a)}, expected {d} (as at {self._unit} {line})"
-            )
-            return
-        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, below
-            x = a.astype(np.float32)
-        if not np.isfinite(x).all():
-            self.problem("embedding", _first_non_finite(x, a))
-            return
-        self._vectors[-1] = x
-
-    def set_matrix(self, xb: np.ndarray) -> None:
-        """Embeddings of all rows at once (before any row is added); non-finite rows are flagged."""
-        self._xb, self._has_embeddings = xb, True
-        self._bad_matrix = np.flatnonzero(~np.isfinite(xb).all(axis=1)).tolist()
-
     def finish(self, sha256: str, *, skip_invalid: bool) -> Catalog:
         """Apply the whole-file checks, then raise, or return the catalog of good rows."""
         return decide([self.part(sha256)], self.source, sha256, skip_invalid=skip_invalid)
@@ -261,36 +354,6 @@ class Builder:
             lines=self._lines,
             n_malformed=self._n_malformed(),
         )
-
-    def _n_malformed(self) -> int:
-        return sum(p.field == _RECORD for p in self._problems)
-
-    def _whole_file_checks(self) -> None:
-        if self.unknown:
-            logger.info(
-                "%s: ignoring unknown field(s): %s", self.source, ", ".join(sorted(self.unknown))
-            )
-        late: list[tuple[int, str, str]] = []  # (row, field, message)
-        if self._xb is not None:
-            late += [(i, "embedding", _first_non_finite(self._xb[i])) for i in self._bad_matrix]
-        elif self._has_embeddings:
-            first = next(self._lines[i] for i, v in enumerate(self._vectors) if v is not None)
-            message = f"missing, but other rows carry embeddings (first at {self._unit} {first})"
-            late += [(i, "embedding", message) for i, v in enumerate(self._vectors) if v is None]
-        else:
-            late += [(i, "text", _no_text(self.text_fields)) for i in self._no_text]
-        for i, name, message in late:
-            self._row, self._line, self._ad_id = i, self._lines[i], self._ids[i] or ""
-            self.problem(name, message)
-
-    def _embeddings(self, keep: list[int]) -> np.ndarray | None:
-        if not self._has_embeddings:
-            return None
-        if self._xb is not None:
-            return self._xb if len(keep) == len(self._xb) else self._xb[keep]
-        if not keep:
-            return np.empty((0, self._dim[0] if self._dim else 0), dtype=np.float32)
-        return np.stack([v for i in keep if (v := self._vectors[i]) is not None])
 
 
 _NO_VECTOR = np.empty(0, dtype=np.float32)  # the row had an embedding, but not a valid one

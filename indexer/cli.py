@@ -97,9 +97,28 @@ def _build_flags(p: argparse.ArgumentParser) -> Handler:
         help="record fields embedded, in order (default: %(default)s)",
     )
     add(
+        "--pins",
+        type=Path,
+        help="pins file (.jsonl, .csv or .parquet: pin_id, title, description, optional "
+        "embedding) embedded with the ads' model into the version's pin table, for Retrieve "
+        "by engaged or context pins (docs/interests.md)",
+    )
+    add(
+        "--pin-text-fields",
+        default=",".join(d.pin_text_fields),
+        help="pin fields embedded, in order (default: %(default)s)",
+    )
+    add(
         "--skip-invalid",
         action="store_true",
         help="skip invalid records and write them to rejects.jsonl in the version instead of failing",
+    )
+    add(
+        "--shards",
+        type=int,
+        help="split the version into N shard indexes by ad id, each served by its own leaf "
+        "(adindex serve --shard I) behind adindex root; recall is gated as served, over all "
+        "shards (default: one index; docs/serving.md#sharded-serving)",
     )
     add("--threads", type=int, help="FAISS threads for training (default: all cores)")
     add(
@@ -189,6 +208,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         k_factor=args.k_factor,
         text_fields=tuple(f.strip() for f in args.text_fields.split(",") if f.strip()),
         skip_invalid=args.skip_invalid,
+        pins=args.pins,
+        pin_text_fields=tuple(f.strip() for f in args.pin_text_fields.split(",") if f.strip()),
         seed=args.seed,
         snapshot_at=args.snapshot_time,
         target_recall=args.target_recall,
@@ -197,6 +218,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         queries=args.queries,
         allow_below_target=args.allow_below_target,
         eval_budget_s=args.eval_budget_s,
+        shards=args.shards,
         **({"threads": args.threads} if args.threads else {}),
         **_engine_config(args),  # type: ignore[arg-type]
     )
@@ -220,6 +242,12 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"  recall@{q.recall_k} {q.chosen.recall:.3f} (target {q.target_recall}"
             f"{', BELOW TARGET' if q.below_target else ''}), {q.chosen.p50_ms:.2f} ms p50"
         )
+    if m.pins is not None:
+        print(f"  {m.pins.count} pins ({m.pins.rejected} rejected), {m.pins.model}")
+    if m.shards is not None:
+        print(
+            f"  {m.shards.count} shards: {', '.join(str(e.counts.ads) for e in m.shards.entries)} ads"
+        )
     print(f"  {result.version_dir}")
     return 0
 
@@ -228,7 +256,12 @@ def _sample_flags(p: argparse.ArgumentParser) -> Handler:
     from indexer import sample
 
     add = p.add_argument
-    add("--out", type=Path, required=True, help="directory for catalog.jsonl and users.jsonl")
+    add(
+        "--out",
+        type=Path,
+        required=True,
+        help="directory for catalog.jsonl, users.jsonl and pins.jsonl (the users' pins)",
+    )
     add("--ads", type=int, default=sample.DEFAULT_ADS, help="number of ads (default: %(default)s)")
     add(
         "--users",
@@ -241,10 +274,10 @@ def _sample_flags(p: argparse.ArgumentParser) -> Handler:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from indexer.sample import write_sample
+    from indexer.sample import PINS_FILE, write_sample
 
     catalog, users = write_sample(args.out, n_ads=args.ads, n_users=args.users, seed=args.seed)
-    print(f"wrote {catalog} and {users}")
+    print(f"wrote {catalog}, {users} and {args.out / PINS_FILE} (for build --pins)")
     return 0
 
 

@@ -42,7 +42,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.embedding import Embedder
 from indexer.manifest import EmbeddingInfo
 
 logger = logging.getLogger(__name__)
@@ -56,13 +55,6 @@ MAX_PARTS = 8
 # ... or more rows than this many times the catalog's distinct texts.
 MAX_DEAD_RATIO = 2.0
 _NORM_TOLERANCE = 1e-3  # embedders return unit rows; anything else was not written by one
-
-
-def embedder_identity(embedder: Embedder) -> str:
-    """What makes an embedder's vectors: its ``embedder_id`` (model, backend, precision, model
-    file hash) when it has one, else its model name. Vectors of different identities never mix."""
-    identity = getattr(embedder, "embedder_id", None)
-    return identity if isinstance(identity, str) and identity else embedder.model_name
 
 
 @dataclass(frozen=True)

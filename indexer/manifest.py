@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from indexer.records import DEFAULT_TEXT_FIELDS, AdRecord
+from indexer.records import DEFAULT_TEXT_FIELDS, PIN_TEXT_FIELDS, AdRecord
 
 SCHEMA = 2  # 1: the untyped manifest of adindex 0.1 (``format_version``)
 DEFAULT_TEXT_SEPARATOR = ". "
@@ -116,8 +116,20 @@ class OperatingPoint:
     p50_ms: float
     p99_ms: float
     frontier: bool = False
-    # Lower end of the recall's confidence interval over queries (None: not computed).
+    # The recall's confidence interval over queries (None: not computed); the recall gate
+    # reads recall_low. How it was computed: Quality.interval.
     recall_low: float | None = None
+    recall_high: float | None = None
+
+
+@dataclass(frozen=True)
+class RerankProbe:
+    """Recall at one (nprobe, k_factor), measured without timing (one batched search)."""
+
+    nprobe: int
+    k_factor: int
+    recall: float
+    coverage: float  # share of the exact top-k inside the probed lists: recall's ceiling
 
 
 @dataclass(frozen=True)
@@ -147,12 +159,63 @@ class Quality:
     seconds: float
     below_target: bool
     max_memory_mb: float | None = None
+    # How recall_low / recall_high were computed (None: versions built before intervals).
+    interval: str | None = None
+    # Recall measured beyond the sweep to advise a refused or below-target build (what deeper
+    # re-ranking would give at the best nprobe); latency not measured.
+    probes: tuple[RerankProbe, ...] = ()
+
+
+@dataclass(frozen=True)
+class PinsInfo:
+    """The version's pin table (``adindex build --pins``), in the ads' embedding space.
+
+    ``model`` and ``dimension`` repeat the ads' (``Manifest.model``): loading a version checks
+    they agree, so pins and ads of one version are always comparable.
+    """
+
+    count: int
+    model: str
+    dimension: int
+    source: Literal["text", "catalog embeddings"]
+    path: str  # the pins file it was built from
+    sha256: str
+    files: tuple[str, ...]  # the version's files holding the table (also in Manifest.files)
+    text_fields: tuple[str, ...] = PIN_TEXT_FIELDS
+    text_separator: str = DEFAULT_TEXT_SEPARATOR
+    rejected: int = 0
 
 
 @dataclass(frozen=True)
 class FileEntry:
     sha256: str
     bytes: int
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard of a sharded version: its directory inside the version and its ads."""
+
+    name: str  # e.g. "shard-0"; its files are listed in the version's ``files`` under it
+    counts: Counts
+
+
+@dataclass(frozen=True)
+class ShardsInfo:
+    """A version split by ad id into ``count`` shards (``adindex build --shards N``).
+
+    The version's own manifest lists every shard in ``entries`` and, in ``files``, every file
+    of every shard (``shard-0/index.faiss``, ``shard-0/manifest.json``, ...). Each shard
+    directory holds a complete manifest of its own (``index`` says which shard it is) and
+    loads like an unsharded version. Every shard shares the trained quantizer and codebooks,
+    so scores are comparable; search defaults and quality are the version's, measured as
+    served (fan-out to every shard, merged by score).
+    """
+
+    count: int
+    assignment: str  # how an ad id picks its shard (indexer.shards.shard_of)
+    entries: tuple[ShardEntry, ...] = ()  # the version's manifest: every shard, in order
+    index: int | None = None  # a shard's own manifest: which shard it is
 
 
 @dataclass(frozen=True)
@@ -169,14 +232,18 @@ class Manifest:
     build: BuildInfo
     quality: Quality | None = None  # None: not measured (e.g. benchmark artifacts)
     embedding: EmbeddingInfo | None = None  # text catalogs: embedded vs reused counts
+    pins: PinsInfo | None = None  # None: built without --pins
     metric: Literal["inner_product"] = "inner_product"
     normalized: bool = True
     version: str = ""  # set by publish
     files: dict[str, FileEntry] = field(default_factory=dict)  # set by publish
     schema: int = SCHEMA
+    shards: ShardsInfo | None = None  # None: one index, not sharded
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = _encode(self)
+        if self.pins is None:  # omitted: a version without pins stays readable by older readers
+            del out["pins"]
         return out
 
     def dumps(self) -> str:

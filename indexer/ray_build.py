@@ -52,8 +52,7 @@ from indexer.build import (
 )
 from indexer.catalog import catalog_files, catalog_sha256, read_part
 from indexer.catalog_validation import CatalogPart, decide
-from indexer.embedding import Embedder, SentenceTransformerEmbedder
-from indexer.embedding_cache import embedder_identity
+from indexer.embedding import Embedder, SentenceTransformerEmbedder, embedder_identity
 from indexer.params import IndexParams
 from indexer.records import Catalog, CatalogError
 

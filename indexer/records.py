@@ -21,6 +21,7 @@ import numpy as np
 STATUSES = ("active", "paused")
 DEVICES = ("mobile", "tablet", "desktop")
 DEFAULT_TEXT_FIELDS = ("title", "description", "creative_text")
+PIN_TEXT_FIELDS = ("title", "description")  # a pin's text fields (indexer.pins), in this order
 
 Status = Literal["active", "paused"]
 FILE_FIELD = "<file>"  # Problem.field of a problem with the file as a whole (line 0)

@@ -5,7 +5,9 @@ vocabulary (products, styles, materials, occasions, selling points), composed th
 templates so that near neighbours are related but rarely the same sentence. Advertisers are
 skewed (a few big ones, a long tail of small ones), each sells in one or two categories, and
 campaigns carry the targeting. Users are described by the organic pins they engaged with,
-written from different templates than the ads, so a user's text is never a copy of an ad.
+written from different templates than the ads, so a user's text is never a copy of an ad. Each
+pin has an id and an engagement time, and ``write_sample`` also writes every user's pins as a
+pins file (``adindex build --pins``), so users can be served by the pins they engaged with.
 
 Everything is drawn from ``random.Random(seed)``: the same arguments give byte-identical files.
 The category of an ad is recoverable from its campaign id, ``cmp-<category-slug>-NNN``
@@ -14,6 +16,7 @@ The category of an ad is recoverable from its campaign id, ``cmp-<category-slug>
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -21,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
+from typing import Any
 
 from indexer.catalog import write_catalog_jsonl
 from indexer.records import DEVICES, AdRecord, Targeting
@@ -50,6 +54,8 @@ from indexer.sample_vocab import (
 
 __all__ = [
     "CATEGORIES",
+    "PINS_FILE",
+    "SAMPLE_NOW_UNIX_S",
     "Pin",
     "SampleUser",
     "category_of",
@@ -61,11 +67,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ADS = 3000  # the demo's catalog: all-MiniLM-L6-v2 embeds it in about 30 s on 2 cores
+DEFAULT_ADS = 3000  # the demo's catalog: small enough to embed in well under a minute on 2 cores
 DEFAULT_USERS = 20
 DEFAULT_SEED = 7
 CATALOG_FILE = "catalog.jsonl"
 USERS_FILE = "users.jsonl"
+PINS_FILE = "pins.jsonl"  # beside the catalog: every sample user's pins, for --pins
+SAMPLE_NOW_UNIX_S = 1_767_225_600  # 2026-01-01T00:00:00Z: sample engagements are before it
+_MAX_ENGAGEMENT_AGE_S = 120 * 86_400
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ class Pin:
 
     title: str
     description: str
+    pin_id: str = ""  # "pin-<user number>-<j>"
+    category: str = ""  # the name from CATEGORIES it was written from
+    engaged_at_unix_s: int = 0  # when the user engaged with it
 
     def text(self) -> str:
         """The pin as one string: "title. description"."""
@@ -412,10 +424,22 @@ def _user(rng: random.Random, number: int) -> SampleUser:
     country = _pick_country(rng)
     locales = _LOCALES[country]
     locale = locales[0] if len(locales) == 1 or rng.random() < 0.8 else rng.choice(locales[1:])
+    pins = [_pin(rng, vocab) for vocab in sources]
+    # Engagement times from their own generator: the users drawn before them stay unchanged.
+    times = random.Random(f"engaged-{number}")
+    pins = [
+        dataclasses.replace(
+            pin,
+            pin_id=f"pin-{number:05d}-{j}",
+            category=vocab.name,
+            engaged_at_unix_s=SAMPLE_NOW_UNIX_S - times.randrange(_MAX_ENGAGEMENT_AGE_S),
+        )
+        for j, (pin, vocab) in enumerate(zip(pins, sources, strict=True))
+    ]
     return SampleUser(
         user_id=f"user-{number:05d}",
         interests=tuple(v.name for v in interests),
-        pins=tuple(_pin(rng, vocab) for vocab in sources),
+        pins=tuple(pins),
         country=country,
         locale=locale,
         device=rng.choices(USER_DEVICES, cum_weights=USER_DEVICE_CUM_WEIGHTS)[0],
@@ -445,11 +469,31 @@ def _user_to_json(user: SampleUser) -> dict[str, object]:
     return {
         "user_id": user.user_id,
         "interests": list(user.interests),
-        "pins": [{"title": p.title, "description": p.description} for p in user.pins],
+        "pins": [_pin_to_json(p) for p in user.pins],
         "country": user.country,
         "locale": user.locale,
         "device": user.device,
     }
+
+
+def _pin_to_json(pin: Pin) -> dict[str, object]:
+    return {
+        "pin_id": pin.pin_id,
+        "title": pin.title,
+        "description": pin.description,
+        "category": pin.category,
+        "engaged_at_unix_s": pin.engaged_at_unix_s,
+    }
+
+
+def _pin_from_json(obj: dict[str, Any]) -> Pin:
+    return Pin(
+        obj["title"],
+        obj["description"],
+        obj.get("pin_id", ""),
+        obj.get("category", ""),
+        obj.get("engaged_at_unix_s", 0),
+    )
 
 
 def read_users(path: Path) -> list[SampleUser]:
@@ -459,7 +503,7 @@ def read_users(path: Path) -> list[SampleUser]:
         for line in f:
             if line.strip():
                 obj = json.loads(line)
-                pins = tuple(Pin(p["title"], p["description"]) for p in obj["pins"])
+                pins = tuple(_pin_from_json(p) for p in obj["pins"])
                 users.append(
                     SampleUser(
                         obj["user_id"],
@@ -492,14 +536,21 @@ def write_sample(
 
     Returns:
         (catalog path, users path): ``out_dir/catalog.jsonl`` (read it with
-        ``indexer.catalog.read_catalog``) and ``out_dir/users.jsonl`` (``read_users``).
+        ``indexer.catalog.read_catalog``) and ``out_dir/users.jsonl`` (``read_users``). The
+        users' pins are also written to ``out_dir/pins.jsonl`` (``PINS_FILE``: pin_id, title,
+        description; ``indexer.pins.read_pins``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     catalog_path, users_path = out_dir / CATALOG_FILE, out_dir / USERS_FILE
     write_catalog_jsonl(generate_catalog(n_ads, seed=seed), catalog_path)
+    users = generate_users(n_users, seed=seed + 4)
     with users_path.open("w", encoding="utf-8", newline="\n") as f:
-        for user in generate_users(n_users, seed=seed + 4):
+        for user in users:
             f.write(json.dumps(_user_to_json(user), ensure_ascii=False) + "\n")
+    with (out_dir / PINS_FILE).open("w", encoding="utf-8", newline="\n") as f:
+        for pin in (p for u in users for p in u.pins):
+            row = {"pin_id": pin.pin_id, "title": pin.title, "description": pin.description}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     logger.info(
         "Wrote %d sample ads to %s and %d users to %s", n_ads, catalog_path, n_users, users_path
     )

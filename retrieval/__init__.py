@@ -18,6 +18,7 @@ _EXPORTS = {
     "InvalidArgument": "retrieval.errors",
     "NotFound": "retrieval.errors",
     "RetrievalError": "retrieval.errors",
+    "InterestConfig": "retrieval.interests",
     "Hits": "retrieval.searcher",
     "Searcher": "retrieval.searcher",
     "RunningServer": "retrieval.server",

@@ -20,23 +20,22 @@ import numpy as np
 from indexer.ann import normalize
 from indexer.artifact import AdMeta, ArtifactError, resolve
 from indexer.catalog_validation import validate_row
-from indexer.embedding import DEFAULT_MODEL_NAME, Embedder, SentenceTransformerEmbedder
+from indexer.embedding import Embedder
 from indexer.manifest import ModelInfo
 from indexer.records import AdRecord
+from indexer.shards import shard_of
 from retrieval.changelog import Change, Op, apply_change, encode_vector
 from retrieval.eligibility import Overlay
-from retrieval.errors import InvalidArgument, NotFound, RetrievalError
+from retrieval.errors import FailedPrecondition, InvalidArgument, NotFound
+from retrieval.leaf import LeafState
 from retrieval.searcher import Searcher
 from retrieval.state import IndexState
+from retrieval.text_embedder import TextEmbedder
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 MAX_ADS_PER_UPSERT = 1000
-
-
-class FailedPrecondition(RetrievalError):
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
@@ -47,19 +46,24 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
         *,
         embedder: Embedder | None = None,
         model: Path | None = None,
+        text: TextEmbedder | None = None,
     ):
         self._state = state
         self._root = index_root
-        self._embedder = embedder
-        self._model = model
+        self._text = text or TextEmbedder(embedder, model)  # shared with Retrieve (pin text)
 
     # -- eligibility -------------------------------------------------------------------------
-    def _unknown(self, request: retrieval_pb2.EligibilityRequest, overlay: Overlay) -> None:
+    def _unknown(
+        self, request: retrieval_pb2.EligibilityRequest, overlay: Overlay, *, leaf: bool
+    ) -> None:
         checks: list[tuple[str, Sequence[str], Callable[[str], bool]]] = [
-            ("ad_ids", request.ad_ids, overlay.has_ad),
-            ("campaign_ids", request.campaign_ids, overlay.has_campaign),
-            ("advertiser_ids", request.advertiser_ids, overlay.has_advertiser),
+            ("ad_ids", request.ad_ids, overlay.has_ad)
         ]
+        if not leaf:  # a leaf's campaigns span shards: its root checks them on every leaf
+            checks += [
+                ("campaign_ids", request.campaign_ids, overlay.has_campaign),
+                ("advertiser_ids", request.advertiser_ids, overlay.has_advertiser),
+            ]
         for field, ids, exists in checks:
             missing = [i for i in ids if not exists(i)]
             if missing:
@@ -69,13 +73,15 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
 
     def _commit(self, op: Op, **fields: Any) -> tuple[Change, int, str]:
         """Log (fsync) then apply; returns the change, ads whose eligibility flipped, version."""
-        searcher = self._state.current()
+        searcher, *others = self._state.searchers()  # a leaf mid-swap holds two versions
         log = self._state.changelog
         if log is None:
             raise FailedPrecondition("no change log is open")
         before = searcher.view
         change = log.append(op, **fields)
         after = searcher.apply(partial(apply_change, change))
+        for other in others:
+            other.apply(partial(apply_change, change))
         flipped = int(np.count_nonzero(before.eligible != after.eligible))
         flipped += (
             abs(after.delta.eligible.sum() - before.delta.eligible.sum()) if op != "upsert" else 0
@@ -89,7 +95,8 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
         if not (request.ad_ids or request.campaign_ids or request.advertiser_ids):
             raise InvalidArgument("ad_ids", "name at least one ad, campaign or advertiser")
         with self._state.admin_lock:
-            self._unknown(request, self._state.current().overlay)
+            searcher = self._state.current()
+            self._unknown(request, searcher.overlay, leaf=searcher.artifact.shard is not None)
             change, flipped, version = self._commit(
                 op,
                 ad_ids=list(request.ad_ids),
@@ -129,20 +136,7 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
 
     # -- upsert ------------------------------------------------------------------------------
     def _embedder_for(self, searcher: Searcher) -> Embedder:
-        model = searcher.artifact.manifest.model
-        if self._embedder is None:
-            if self._model is None and model.name != DEFAULT_MODEL_NAME:
-                raise InvalidArgument(
-                    "ads.embedding",
-                    f"this index was built with model {model.name!r}, which this server cannot "
-                    "embed with; send embeddings, or start the server with --model",
-                )
-            self._embedder = SentenceTransformerEmbedder(self._model)
-        if self._embedder.dimension != searcher.dimension:
-            raise FailedPrecondition(
-                f"the server's model gives {self._embedder.dimension}-d vectors, the index is {searcher.dimension}-d"
-            )
-        return self._embedder
+        return self._text.for_version(searcher, "ads.embedding")
 
     def _vectors(
         self, ads: Sequence[retrieval_pb2.Ad], records: Sequence[AdRecord], searcher: Searcher
@@ -181,6 +175,7 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
         searcher = self._state.current()
         model = searcher.artifact.manifest.model
         records = [_record(i, ad, model) for i, ad in enumerate(request.ads)]
+        _check_owned(records, searcher)
         seen: set[str] = set()
         for i, record in enumerate(records):
             if record.ad_id in seen:
@@ -211,18 +206,40 @@ class AdminService(retrieval_pb2_grpc.AdminServiceServicer):
     ) -> retrieval_pb2.ReloadResponse:
         if self._root is None:
             raise FailedPrecondition("the server was not started with an index root to reload from")
-        current = self._state.current().version if self._state.loaded else None
         try:
             latest = resolve(self._root)
         except ArtifactError as exc:
             raise FailedPrecondition(f"nothing to reload: {exc}") from exc
-        if latest.name == current:
-            return retrieval_pb2.ReloadResponse(index_version=current, changed=False)
+        if self._state.holds(latest.name):  # a leaf may hold it prepared, not yet served
+            return retrieval_pb2.ReloadResponse(index_version=latest.name, changed=False)
         try:
             searcher = self._state.load(latest)
         except ArtifactError as exc:  # corrupted or refused: the served version stays
             raise FailedPrecondition(f"version {latest.name} refused: {exc}") from exc
         return retrieval_pb2.ReloadResponse(index_version=searcher.version, changed=True)
+
+    def SwitchVersion(
+        self, request: retrieval_pb2.SwitchVersionRequest, context: grpc.ServicerContext
+    ) -> retrieval_pb2.LeafStatus:
+        if not isinstance(self._state, LeafState):
+            raise FailedPrecondition("not a leaf: only 'adindex serve --shard' switches versions")
+        self._state.switch(request.index_version)
+        return self._state.status()
+
+
+def _check_owned(records: Sequence[AdRecord], searcher: Searcher) -> None:
+    """A leaf keeps only the ads that hash to its shard (else the root could not find them)."""
+    shards = searcher.artifact.manifest.shards
+    if shards is None or searcher.artifact.shard is None:
+        return
+    for i, record in enumerate(records):
+        owner = shard_of(record.ad_id, shards.count)
+        if owner != searcher.artifact.shard:
+            raise InvalidArgument(
+                f"ads[{i}].ad_id",
+                f"{record.ad_id!r} belongs to shard {owner} of {shards.count}, this leaf serves "
+                f"shard {searcher.artifact.shard}: upsert through adindex root",
+            )
 
 
 def _record(i: int, ad: retrieval_pb2.Ad, model: ModelInfo) -> AdRecord:

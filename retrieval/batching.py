@@ -1,7 +1,7 @@
 """Micro-batching: concurrent unfiltered Retrieve calls share one FAISS search call.
 
 There is no batching thread. At most ``max_concurrent`` batched FAISS searches run at once
-(one per core). The first call of a group (same searcher, same effective nprobe, same k
+(one per core). The first call of a group (same searcher, same requested nprobe, same k
 bucket) becomes the batch's *leader*; while every search slot is busy, calls of its group that
 arrive meanwhile join its batch (up to ``max_batch``). As soon as a slot is free the leader
 closes the batch, runs ``Searcher.search_batch`` for everybody on its own worker thread and
@@ -95,7 +95,8 @@ class MicroBatcher:
     def _join(
         self, searcher: Searcher, xq: np.ndarray, k: int, nprobe: int, deadline: float
     ) -> tuple[_Batch, int, bool]:
-        nprobe = nprobe or searcher.default_nprobe
+        # nprobe 0 (the default point) stays 0: the batch reads the searcher's point once when it
+        # runs, and its hits count as searched at the default point (retrieval.recall_control).
         # While a batch is open it holds the searcher, so the searcher's id stays unique.
         key = (id(searcher), nprobe, k_bucket(k))
         with self._cond:

@@ -36,6 +36,12 @@ logger = logging.getLogger(__name__)
 
 CHANGELOG_FILE = "changes.jsonl"
 
+
+def changelog_file(shard: int | None) -> str:
+    """The log's name at the artifact root: one per shard, as a shard's leaves share the root."""
+    return CHANGELOG_FILE if shard is None else f"changes.shard-{shard}.jsonl"
+
+
 Op = Literal["pause", "resume", "upsert", "delete"]
 
 

@@ -1,6 +1,7 @@
 """The ``adindex`` command: one entry point whose command groups load on demand.
 
 Each group (``indexer.cli``: build, sample; ``retrieval.serve_cli``: serve;
+``retrieval.root_cli``: root;
 ``retrieval.client_cli``: retrieve, info; ``retrieval.admin_cli``: pause, resume, delete,
 upsert, reload; ``retrieval.demo``: demo) adds its flags only when its command runs, so a
 client command such as ``adindex pause`` imports neither FAISS nor torch.
@@ -24,6 +25,7 @@ GROUPS = {
     "demo": "retrieval.demo",
     "build": "indexer.cli",
     "serve": "retrieval.serve_cli",
+    "root": "retrieval.root_cli",
     "retrieve": "retrieval.client_cli",
     "info": "retrieval.client_cli",
     "pause": "retrieval.admin_cli",
@@ -36,7 +38,8 @@ GROUPS = {
 HELP = {  # one line per command for ``adindex --help`` (the modules hold the flags)
     "demo": "build the sample index, serve it, retrieve for sample users",
     "build": "embed a catalog and publish a new index version",
-    "serve": "serve the newest index version over gRPC",
+    "serve": "serve the newest index version over gRPC (one shard of it with --shard)",
+    "root": "serve a sharded version: fan out to its leaves, merge, degrade gracefully",
     "retrieve": "ask a running server for candidates",
     "info": "describe an index version (local) or what a server serves",
     "pause": "stop serving ads by ad, campaign or advertiser id (admin)",

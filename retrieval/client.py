@@ -36,6 +36,16 @@ def ad_message(record: AdRecord, embedding: np.ndarray | None = None) -> retriev
     )
 
 
+def engaged_pin(
+    pin_id: str, engaged_at_unix_s: int = 0, weight: float | None = None
+) -> retrieval_pb2.EngagedPin:
+    """One engagement for ``RetrievalClient.retrieve_for(engaged_pins=...)``."""
+    pin = retrieval_pb2.EngagedPin(pin_id=pin_id, engaged_at_unix_s=engaged_at_unix_s)
+    if weight is not None:
+        pin.weight = weight
+    return pin
+
+
 def _channel(target: str, root_cert: bytes | Path | None, server_name: str | None) -> grpc.Channel:
     if root_cert is None:
         return grpc.insecure_channel(target)
@@ -94,6 +104,64 @@ class RetrievalClient:
             exclude_advertiser_ids=exclude_advertiser_ids,
             max_per_advertiser=max_per_advertiser,
         )
+        response: retrieval_pb2.RetrieveResponse = self.stub.Retrieve(
+            request, timeout=timeout_s or self.timeout_s
+        )
+        return response
+
+    def retrieve_for(
+        self,
+        k: int = 10,
+        *,
+        interests: Sequence[Sequence[float] | np.ndarray] | np.ndarray = (),
+        weights: Sequence[float] = (),
+        engaged_pins: Sequence[str | retrieval_pb2.EngagedPin] = (),
+        context_pin_id: str = "",
+        context_pin_text: str = "",
+        max_interests: int = 0,
+        recency_half_life_s: int = 0,
+        nprobe: int = 0,
+        country: str = "",
+        locale: str = "",
+        device: str = "",
+        exclude_ad_ids: Sequence[str] = (),
+        exclude_advertiser_ids: Sequence[str] = (),
+        max_per_advertiser: int = 0,
+        timeout_s: float | None = None,
+    ) -> retrieval_pb2.RetrieveResponse:
+        """Retrieve for several interests, engaged pins or a context pin (set exactly one).
+
+        Args:
+            interests: one embedding per interest, shape (m, d) or m sequences.
+            weights: one weight per interest (> 0); empty: all 1.
+            engaged_pins: pin ids, or ``engaged_pin(...)`` messages with times and weights.
+            context_pin_id, context_pin_text: ads for this pin (by id, or by its text).
+        """
+        if weights and len(weights) != len(interests):
+            raise ValueError(f"{len(weights)} weights for {len(interests)} interests")
+        request = retrieval_pb2.RetrieveRequest(
+            k=k,
+            nprobe=nprobe,
+            context=retrieval_pb2.UserContext(country=country, locale=locale, device=device),
+            exclude_ad_ids=exclude_ad_ids,
+            exclude_advertiser_ids=exclude_advertiser_ids,
+            max_per_advertiser=max_per_advertiser,
+            max_interests=max_interests,
+            recency_half_life_s=recency_half_life_s,
+        )
+        for i, x in enumerate(interests):
+            interest = request.interests.add(
+                embedding=np.asarray(x, dtype=np.float32).ravel().tolist()
+            )
+            if weights:
+                interest.weight = weights[i]
+        request.engaged_pins.extend(
+            engaged_pin(p) if isinstance(p, str) else p for p in engaged_pins
+        )
+        if context_pin_id or context_pin_text:
+            request.context_pin.CopyFrom(
+                retrieval_pb2.ContextPin(pin_id=context_pin_id, text=context_pin_text)
+            )
         response: retrieval_pb2.RetrieveResponse = self.stub.Retrieve(
             request, timeout=timeout_s or self.timeout_s
         )

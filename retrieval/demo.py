@@ -1,7 +1,9 @@
 """``adindex demo``: sample catalog -> index -> server -> candidates for sample users.
 
 Everything is real: the model embeds the ads and the users' pins, FAISS builds the IVF-PQ
-index, and the candidates come back from the gRPC server through a loopback channel.
+index, and the candidates come back from the gRPC server through a loopback channel. Last, a
+user with two distinct interests is served twice: by the average of their pins' embeddings,
+and by the pins they engaged with (the server clusters them into interests; docs/interests.md).
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ import numpy as np
 from indexer.ann import normalize
 from indexer.build import BuildConfig, build
 from indexer.embedding import SentenceTransformerEmbedder
+from indexer.records import AdRecord
 from indexer.sample import (
     DEFAULT_ADS,
+    PINS_FILE,
     SampleUser,
     category_of,
     generate_catalog,
     generate_users,
     write_sample,
 )
-from retrieval.client import RetrievalClient
+from retrieval.client import RetrievalClient, engaged_pin
 from retrieval.server import ServerConfig, create_server
+from retrieval.v1 import retrieval_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +93,12 @@ def run_demo(config: DemoConfig) -> None:
     print(f"Sample catalog: {len(records)} ads -> {catalog_path}")
     embedder = SentenceTransformerEmbedder(config.model)
     result = build(
-        BuildConfig(catalog=catalog_path, out=config.workdir / "index", model=config.model),
+        BuildConfig(
+            catalog=catalog_path,
+            out=config.workdir / "index",
+            model=config.model,
+            pins=catalog_path.parent / PINS_FILE,  # the sample users' pins, by id
+        ),
         embedder=embedder,
     )
     m = result.manifest
@@ -99,7 +109,8 @@ def run_demo(config: DemoConfig) -> None:
     running = create_server(ServerConfig(port=0, index=config.workdir / "index"))
     try:
         with RetrievalClient(f"127.0.0.1:{running.port}") as client:
-            for user in generate_users(config.n_users):
+            users = generate_users(config.n_users)  # the users write_sample wrote, pins too
+            for user in users:
                 xq = user_embedding(embedder, user)
                 t = time.perf_counter()
                 # The user's own context filters by targeting; diversity caps each advertiser.
@@ -117,9 +128,52 @@ def run_demo(config: DemoConfig) -> None:
                     r = records[c.ad_id]
                     rows.append((c.score, c.ad_id, c.advertiser_id, category_of(r), r.title))
                 print_user(user, rows, latency_ms, response.index_version)
+            two_tastes(client, embedder, records, users, config.k)
     finally:
         running.stop()
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s. Paused ads are never returned.")
+
+
+def _labels(
+    response: retrieval_pb2.RetrieveResponse, records: dict[str, AdRecord]
+) -> list[tuple[str, str]]:
+    """(category, title) of each candidate."""
+    return [(category_of(records[c.ad_id]), records[c.ad_id].title) for c in response.candidates]
+
+
+def two_tastes(
+    client: RetrievalClient,
+    embedder: SentenceTransformerEmbedder,
+    records: dict[str, AdRecord],
+    users: list[SampleUser],
+    k: int,
+) -> None:
+    """A user with two distinct interests: the averaged embedding beside the multi-interest
+    call (engaged pins, clustered by the server), candidates by category."""
+    user = next((u for u in users if len(u.interests) == 2), None)
+    if user is None:
+        print("\nNo sample user with two interests among these; try --users 4 or more.")
+        return
+    averaged = client.retrieve(user_embedding(embedder, user), 2 * k)
+    pins = [engaged_pin(p.pin_id, p.engaged_at_unix_s) for p in user.pins]
+    multi = client.retrieve_for(2 * k, engaged_pins=pins)
+    print(f"\nUser {user.user_id} has two tastes: {' and '.join(user.interests)}")
+    for pin in user.pins:
+        print(f"  pinned ({pin.category}): {_shorten(pin.title, 60)}")
+    shares = ", ".join(
+        f"{i.weight:.2f} ({len(i.pin_ids)} pins, {i.quota} candidates)" for i in multi.interests
+    )
+    print(f"  The server made {len(multi.interests)} interests of the pins: {shares}")
+    left, right = _labels(averaged, records), _labels(multi, records)
+    width = 48
+    print(f"  {'#':>2}  {'averaged embedding':<{width}} engaged pins (several interests)")
+    for rank, (a, b) in enumerate(zip(left, right, strict=True), 1):
+        cells = [_shorten(f"{category}: {title}", width) for category, title in (a, b)]
+        print(f"  {rank:>2}  {cells[0]:<{width}} {cells[1]}")
+    for name, labels in (("averaged", left), ("several interests", right)):
+        found = [category for category, _ in labels]
+        counts = ", ".join(f"{found.count(c)} {c}" for c in user.interests)
+        print(f"  {name}: {counts}, {len(found) - sum(map(found.count, user.interests))} other")
 
 
 def _demo_flags(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:

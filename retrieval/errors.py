@@ -4,6 +4,8 @@
     ├── InvalidArgument            INVALID_ARGUMENT   (names the offending request field)
     │   └── DimensionMismatch      INVALID_ARGUMENT
     ├── NotFound                   NOT_FOUND
+    ├── FailedPrecondition         FAILED_PRECONDITION (the server or version cannot do it)
+    │   └── VersionNotHeld         FAILED_PRECONDITION (a pinned version this server does not hold)
     ├── IndexNotReady              UNAVAILABLE        (no index loaded yet)
     ├── ShuttingDown               UNAVAILABLE        (draining after SIGTERM: retry elsewhere)
     └── DeadlineExceeded           DEADLINE_EXCEEDED  (the call's deadline passed before its search)
@@ -35,6 +37,14 @@ class DimensionMismatch(InvalidArgument):
 
 class NotFound(RetrievalError):
     grpc_code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(RetrievalError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class VersionNotHeld(FailedPrecondition):
+    pass
 
 
 class IndexNotReady(RetrievalError):

@@ -14,6 +14,12 @@ Series (all prefixed ``adindex_``):
     index_load_seconds                    histogram: load + verify + validate time of a version
     shadow_recall{version}                histogram of recall@k of sampled live queries vs exact
     shadow_queries_total{outcome}         measured / dropped (queue full) / skipped (capped)
+    operating_point{version,param}        the default nprobe and k_factor now served
+    operating_point_moves_total{version,direction}  raise / lower moves by the recall controller
+    recall_control_samples_total{version} live calls measured for the controller
+    recall_control_recall{version,stat}   recall@k at the current point since it became
+                                          current: mean, lower, upper (bounds of the mean)
+    recall_control_settled{version}       1 once the current point has enough samples
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class Metrics:
         self._init_rpc(self.registry)
         self._init_index(self.registry)
         self._init_shadow(self.registry)
+        self._init_control(self.registry)
         for event in ("loaded", "swapped", "refused", "freed"):
             self.index_events.labels(event)  # export zeros so dashboards see the series
         for reason in ("queue_full", "draining"):
@@ -134,6 +141,39 @@ class Metrics:
             "adindex_shadow_queries_total",
             "Sampled live queries by outcome: measured, dropped (queue full), skipped",
             ["outcome"],
+            registry=r,
+        )
+
+    def _init_control(self, r: CollectorRegistry) -> None:
+        self.operating_point = Gauge(
+            "adindex_operating_point",
+            "Default search point of the served version (param: nprobe, k_factor)",
+            ["version", "param"],
+            registry=r,
+        )
+        self.operating_point_moves = Counter(
+            "adindex_operating_point_moves_total",
+            "Moves of a version's default point by the recall controller",
+            ["version", "direction"],
+            registry=r,
+        )
+        self.recall_control_samples = Counter(
+            "adindex_recall_control_samples_total",
+            "Sampled live calls measured for the recall controller (unfiltered, default point)",
+            ["version"],
+            registry=r,
+        )
+        self.recall_control_recall = Gauge(
+            "adindex_recall_control_recall",
+            "recall@k at the current default point since it became current (stat: mean, "
+            "lower, upper bound of the mean)",
+            ["version", "stat"],
+            registry=r,
+        )
+        self.recall_control_settled = Gauge(
+            "adindex_recall_control_settled",
+            "1 once the current default point has enough samples, 0 while shadow samples more",
+            ["version"],
             registry=r,
         )
 

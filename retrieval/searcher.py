@@ -18,6 +18,7 @@ run out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import numpy as np
 
 from indexer import ann
 from indexer.artifact import AdMeta, Artifact
+from retrieval.controller import SearchPoint
 from retrieval.eligibility import Overlay, RequestFilter, View
 from retrieval.errors import DimensionMismatch, InvalidArgument
 from retrieval.targeting import TargetingIndex
@@ -53,18 +55,26 @@ class Hits:
     # the query exactly over the same sets. None only for hand-made Hits.
     mask: np.ndarray | None = None
     delta_mask: np.ndarray | None = None
+    k_factor: int = 0  # re-ranking depth of an ivf plan
+    # The default point the search started from (None: the request chose its nprobe); nprobe
+    # above may be wider (too few eligible ads reached). The recall controller counts the
+    # call's recall for this point.
+    default: SearchPoint | None = None
 
     def top(self, k: int) -> Hits:
         """The first ``k`` hits (a batch searched with the largest k of its calls)."""
-        return Hits(
-            self.ids[:k],
-            self.scores[:k],
-            self.plan,
-            self.nprobe,
-            self.view,
-            self.mask,
-            self.delta_mask,
-        )
+        return dataclasses.replace(self, ids=self.ids[:k], scores=self.scores[:k])
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The ads one request may see, read once from the view (``Searcher.scope``)."""
+
+    view: View
+    mask: np.ndarray  # (ntotal,) bool: eligible artifact rows
+    delta_mask: np.ndarray  # eligible upserted ads
+    m_main: int  # eligible artifact rows
+    m_total: int  # and upserted ads
 
 
 class Searcher:
@@ -77,15 +87,17 @@ class Searcher:
         self.max_k = max_k
         self.exact_max_rows = exact_max_rows
         search = art.manifest.search
-        self.default_nprobe = search.nprobe
-        self.k_factor = search.k_factor
+        self.build_point = SearchPoint(search.nprobe, search.k_factor)
+        # The default point: one immutable tuple, read once per search and swapped whole by
+        # the recall controller (retrieval.recall_control), so a search never mixes two points.
+        self._point = self.build_point
         self.min_rerank = search.min_rerank
         self.nlist = art.manifest.index.nlist
         self.ntotal = int(art.index.ntotal)
         index = faiss.downcast_index(art.index)
         # The exact plan scores eligible rows where the full vectors already are: an RFlat
-        # stage's IndexFlat, scanned with the selector (no gather copy, faster than numpy on
-        # 2.5k-25k rows: docs/filtering.md), else embeddings.npy rows.
+        # stage's IndexFlat, scanned with the selector (no gather copy, and faster than numpy
+        # on the row counts the exact plan serves), else embeddings.npy rows.
         refine = faiss.downcast_index(index.refine_index) if ann.has_refine(index) else None  # type: ignore[attr-defined]
         self._exact_xb: np.ndarray | faiss.IndexFlat = (
             refine if isinstance(refine, faiss.IndexFlat) else art.embeddings
@@ -108,6 +120,25 @@ class Searcher:
         return self._view
 
     @property
+    def point(self) -> SearchPoint:
+        """The default (nprobe, k_factor) of requests that choose no nprobe."""
+        return self._point
+
+    @property
+    def default_nprobe(self) -> int:
+        return self._point.nprobe
+
+    @property
+    def k_factor(self) -> int:
+        return self._point.k_factor
+
+    def set_point(self, point: SearchPoint) -> None:
+        """Serve ``point`` by default from the next search on (one reference assignment)."""
+        if not 1 <= point.nprobe <= self.nlist or point.k_factor < 1:
+            raise ValueError(f"point {point} outside nprobe [1, {self.nlist}], k_factor >= 1")
+        self._point = point
+
+    @property
     def active_count(self) -> int:
         return self._view.active_count
 
@@ -120,26 +151,25 @@ class Searcher:
     def meta(self, row: int, view: View) -> AdMeta:
         return self.artifact.ads[row] if row < self.ntotal else view.delta.ads[row - self.ntotal]
 
-    def check_query(self, user_embedding: np.ndarray) -> np.ndarray:
-        """Validate and L2-normalise one query; returns shape (1, d) float32."""
+    def check_query(self, user_embedding: np.ndarray, field: str = "user_embedding") -> np.ndarray:
+        """Validate and L2-normalise one query; returns shape (1, d) float32.
+
+        ``field`` names the request field in errors (e.g. ``interests[1].embedding``).
+        """
         x = np.asarray(user_embedding, dtype=np.float32).reshape(1, -1)
         if x.shape[1] == 0:
-            raise InvalidArgument("user_embedding", "is empty")
+            raise InvalidArgument(field, "is empty")
         if x.shape[1] != self.dimension:
             raise DimensionMismatch(
-                "user_embedding",
+                field,
                 f"has {x.shape[1]} values, the index dimension is {self.dimension}",
             )
         bad = ~np.isfinite(x[0])
         if bad.any():
-            raise InvalidArgument(
-                "user_embedding", f"value at position {int(np.argmax(bad))} is not finite"
-            )
+            raise InvalidArgument(field, f"value at position {int(np.argmax(bad))} is not finite")
         norm = float(np.linalg.norm(x))
         if norm == 0.0:
-            raise InvalidArgument(
-                "user_embedding", "is the zero vector, which has no direction to search"
-            )
+            raise InvalidArgument(field, "is the zero vector, which has no direction to search")
         return x / norm
 
     def _mask(self, view: View, flt: RequestFilter) -> np.ndarray:
@@ -200,18 +230,28 @@ class Searcher:
         mask, delta_mask = self._mask(view, flt), self._delta_mask(view, flt)
         m_main = view.main_count if mask is view.eligible else int(mask.sum())
         m_total = m_main + int(delta_mask.sum())
-        nprobe = nprobe or self.default_nprobe
+        point = self._point if not nprobe else self._point._replace(nprobe=nprobe)
         fetch = min(k, m_total) if not flt.max_per_advertiser else min(m_total, k * 4)
         while True:
-            ids, scores, plan, used = self._search_main(xq, fetch, nprobe, mask, m_main, view)
+            ids, scores, plan, used = self._search_main(xq, fetch, point, mask, m_main, view)
             ids, scores = self._merge_delta(xq, ids, scores, fetch, view, delta_mask)
             if flt.max_per_advertiser:
                 ids, scores = self._cap(ids, scores, k, flt.max_per_advertiser, view)
             if len(ids) >= k or fetch >= m_total:
-                return Hits(ids[:k], scores[:k], plan, used, view, mask, delta_mask)
+                kf = point.k_factor if plan == "ivf" else 0
+                default = None if nprobe else point
+                return Hits(ids[:k], scores[:k], plan, used, view, mask, delta_mask, kf, default)
             fetch = min(m_total, fetch * 4)  # the cap discarded too many: look deeper
 
-    def search_batch(self, xq: np.ndarray, k: int, nprobe: int = 0) -> list[Hits]:
+    def search_batch(
+        self,
+        xq: np.ndarray,
+        k: int,
+        nprobe: int = 0,
+        *,
+        point: SearchPoint | None = None,
+        view: View | None = None,
+    ) -> list[Hits]:
         """Unfiltered top-k for several queries in one FAISS call (micro-batching).
 
         Each row gets what ``search(row, k, nprobe)`` without a filter returns: the same view
@@ -222,38 +262,105 @@ class Searcher:
             xq: shape (nq, d), float32, rows already checked and normalised (``check_query``).
             k: candidates per query, in [1, max_k] (``check_limits``).
             nprobe: lists to probe, in [0, nlist]; 0 = the tuned default.
+            point: search at this (nprobe, k_factor) instead (shadow recall's probes).
+            view: the eligibility to search (default: the current one).
 
         Returns:
             One Hits per row of ``xq``.
         """
-        view = self._view
+        view = view or self._view
         delta_mask = view.delta.eligible
         fetch = min(k, view.main_count + int(delta_mask.sum()))
-        nprobe = nprobe or self.default_nprobe
+        current = self._point  # read once: the whole batch searches one point
+        default = current if point is None and not nprobe else None
+        if point is None:
+            point = current if not nprobe else current._replace(nprobe=nprobe)
         k_main = min(fetch, view.main_count)
         if k_main > 0:
-            params = self._params(nprobe, k_main, view.selector.sel)
+            params = self._params(point, k_main, view.selector.sel)
             D, I = self.artifact.index.search(np.ascontiguousarray(xq), k_main, params=params)
         out = []
         for i in range(len(xq)):
             q = xq[i : i + 1]
-            plan, used = ("ivf", nprobe) if k_main else ("exact", 0)
+            plan, used = ("ivf", point.nprobe) if k_main else ("exact", 0)
             if k_main == 0:
                 ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-            elif (I[i] >= 0).sum() < k_main and nprobe < self.nlist:  # rare: widen alone
+            elif (I[i] >= 0).sum() < k_main and point.nprobe < self.nlist:  # rare: widen alone
                 ids, scores, plan, used = self._search_main(
-                    q, fetch, nprobe, view.eligible, view.main_count, view
+                    q, fetch, point, view.eligible, view.main_count, view
                 )
             else:
                 keep = I[i] >= 0
                 ids, scores = I[i][keep], D[i][keep]
             ids, scores = self._merge_delta(q, ids, scores, fetch, view, delta_mask)
-            out.append(Hits(ids, scores, plan, used, view, view.eligible, delta_mask))
+            kf = point.k_factor if plan == "ivf" else 0
+            out.append(Hits(ids, scores, plan, used, view, view.eligible, delta_mask, kf, default))
+        return out
+
+    def scope(self, flt: RequestFilter = _NO_FILTER) -> Scope:
+        """The ads a request with this filter may see, in the current view."""
+        view = self._view  # read once: every search of the request sees one state
+        mask, delta_mask = self._mask(view, flt), self._delta_mask(view, flt)
+        m_main = view.main_count if mask is view.eligible else int(mask.sum())
+        return Scope(view, mask, delta_mask, m_main, m_main + int(delta_mask.sum()))
+
+    def search_scope(self, xq: np.ndarray, k: int, nprobe: int, scope: Scope) -> list[Hits]:
+        """Top-k of each query among the scope's ads, in one FAISS call (several interests).
+
+        Each row gets what ``search`` finds for it without an advertiser cap: the same plan
+        (exact scan of a narrow filter's rows, or IVF with nprobe widened by the filter's
+        selectivity, and again for a row that reached fewer than k eligible ads), the same
+        merge of upserted ads.
+
+        Args:
+            xq: (nq, d) float32 unit rows (``check_query``).
+            k: candidates per query, >= 1.
+            nprobe: lists to probe for an unfiltered request; 0 = the tuned default.
+            scope: the request's eligible ads (``scope``).
+
+        Returns:
+            One Hits per row of ``xq``, best first.
+        """
+        view, mask, m_main = scope.view, scope.mask, scope.m_main
+        fetch = min(k, scope.m_total)
+        k_main = min(fetch, m_main)
+        point = self._point if not nprobe else self._point._replace(nprobe=nprobe)
+        default = None if nprobe else point
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        plan, used = "ivf", point.nprobe
+        if k_main == 0:
+            plan, used = "exact", 0
+            D = np.zeros((len(xq), 0), np.float32)
+            I = np.zeros((len(xq), 0), np.int64)
+        elif mask is not view.eligible and m_main <= self.exact_max_rows:
+            plan, used = "exact", 0
+            D, I = ann.exact_search(self._exact_xb, xq, k_main, eligible=mask)
+        else:
+            selector = view.selector if mask is view.eligible else ann.BitmapSelector(mask)
+            if mask is not view.eligible:
+                used = min(self.nlist, math.ceil(point.nprobe * view.main_count / max(m_main, 1)))
+            params = self._params(point._replace(nprobe=used), k_main, selector.sel)
+            D, I = self.artifact.index.search(xq, k_main, params=params)
+        out = []
+        for i in range(len(xq)):
+            q = xq[i : i + 1]
+            row_plan, row_used = plan, used
+            keep = I[i] >= 0
+            ids, scores = I[i][keep], D[i][keep]
+            if plan == "ivf" and len(ids) < k_main and used < self.nlist:  # rare: widen alone
+                ids, scores, row_plan, row_used = self._search_main(
+                    q, fetch, point, mask, m_main, view
+                )
+            ids, scores = self._merge_delta(q, ids, scores, fetch, view, scope.delta_mask)
+            kf = point.k_factor if row_plan == "ivf" else 0
+            hits = Hits(ids, scores, row_plan, row_used, view, mask, scope.delta_mask, kf, default)
+            out.append(hits)
         return out
 
     def _search_main(
-        self, xq: np.ndarray, k: int, nprobe: int, mask: np.ndarray, m: int, view: View
+        self, xq: np.ndarray, k: int, point: SearchPoint, mask: np.ndarray, m: int, view: View
     ) -> tuple[np.ndarray, np.ndarray, str, int]:
+        nprobe = point.nprobe
         k = min(k, m)
         if k == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), "exact", 0
@@ -267,7 +374,8 @@ class Searcher:
             selector = ann.BitmapSelector(mask)
             nprobe = min(self.nlist, math.ceil(nprobe * view.main_count / max(m, 1)))
         while True:
-            D, I = self.artifact.index.search(xq, k, params=self._params(nprobe, k, selector.sel))
+            params = self._params(point._replace(nprobe=nprobe), k, selector.sel)
+            D, I = self.artifact.index.search(xq, k, params=params)
             keep = I[0] >= 0  # FAISS pads with -1 when fewer than k eligible ads were reached
             if keep.sum() >= k or nprobe >= self.nlist:
                 return I[0][keep], D[0][keep], "ivf", nprobe
@@ -303,7 +411,12 @@ class Searcher:
                     break
         return ids[keep], scores[keep]
 
-    def _params(self, nprobe: int, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
+    def _params(self, point: SearchPoint, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
         return ann.search_params(
-            self.artifact.index, nprobe, self.k_factor, k, min_rerank=self.min_rerank, sel=sel
+            self.artifact.index,
+            point.nprobe,
+            point.k_factor,
+            k,
+            min_rerank=self.min_rerank,
+            sel=sel,
         )

@@ -1,7 +1,7 @@
 """``adindex serve``: its flags (limits, batching, metrics, TLS, logs) and its handler.
 
 Every default shown by ``--help`` is read from the config dataclasses (``ServerConfig``,
-``BatchConfig``, ``ShadowConfig``), the one place each is stated.
+``BatchConfig``, ``ShadowConfig``, ``ControllerConfig``), the one place each is stated.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 from retrieval.admin_cli import TOKEN_ENV, admin_token
 from retrieval.batching import BatchConfig
+from retrieval.controller import ControllerConfig
+from retrieval.interests import InterestConfig
 from retrieval.server import ServerConfig, serve
 from retrieval.shadow import ShadowConfig
 from retrieval.threads import default_alone_threads
@@ -97,6 +99,107 @@ def _batching_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _recall_control_flags(p: argparse.ArgumentParser) -> None:
+    c, s = ControllerConfig, ShadowConfig
+    add = p.add_argument
+    add(
+        "--recall-control",
+        type=_on_off,
+        default=c.enabled,
+        metavar="on|off",
+        help="move each version's default nprobe / k_factor so that shadow recall on live calls "
+        f"holds its target recall (default: {'on' if c.enabled else 'off'}; off serves the "
+        "build's point; docs/serving.md)",
+    )
+    add(
+        "--max-nprobe",
+        type=int,
+        default=c.max_nprobe,
+        help="largest default nprobe the controller may choose (default: %(default)s = nlist)",
+    )
+    add(
+        "--max-k-factor",
+        type=int,
+        default=c.max_k_factor,
+        help="largest default k_factor the controller may choose (default: %(default)s)",
+    )
+    add(
+        "--max-search-ms",
+        type=float,
+        default=c.max_search_ms,
+        help="the controller never moves to a point measured slower than this per query on one "
+        "thread; 0 = no budget (default: %(default)s)",
+    )
+    add(
+        "--control-min-samples",
+        type=int,
+        default=c.min_samples,
+        help="sampled calls at the current point before the controller moves it "
+        "(default: %(default)s; lowering waits for --control-settle-samples)",
+    )
+    add(
+        "--control-settle-samples",
+        type=int,
+        default=c.settle_samples,
+        help="sampled calls at a point before it is settled: shadow goes back to --shadow-rate, "
+        "and the controller may lower it (default: %(default)s)",
+    )
+    add(
+        "--unsettled-shadow-rate",
+        type=float,
+        default=s.unsettled_sample_rate,
+        help="share of default-point calls sampled while a version's point is unsettled "
+        "(default: %(default)s)",
+    )
+    add(
+        "--unsettled-shadow-duty",
+        type=float,
+        default=s.unsettled_max_duty,
+        help="share of one core shadow recall may use meanwhile (default: %(default)s; "
+        f"settled: {s.max_duty})",
+    )
+
+
+def _interest_flags(p: argparse.ArgumentParser) -> None:
+    d = InterestConfig
+    add = p.add_argument
+    add(
+        "--max-interests",
+        type=int,
+        default=d.max_interests,
+        help="interests per Retrieve (also the most a request may keep from engaged pins) "
+        "(default: %(default)s)",
+    )
+    add(
+        "--max-engaged-pins",
+        type=int,
+        default=d.max_engaged_pins,
+        help="engaged pins per Retrieve (default: %(default)s)",
+    )
+    add(
+        "--pin-interests",
+        type=int,
+        default=d.pin_interests,
+        help="interests kept from engaged pins when a request does not say (default: %(default)s)",
+    )
+    add(
+        "--pin-half-life-days",
+        type=float,
+        default=d.half_life_s / 86_400,
+        help="an engagement this much older than a request's newest weighs half (default: "
+        "%(default)s)",
+    )
+
+
+def _interests(args: argparse.Namespace) -> InterestConfig:
+    return InterestConfig(
+        max_interests=args.max_interests,
+        max_engaged_pins=args.max_engaged_pins,
+        pin_interests=args.pin_interests,
+        half_life_s=args.pin_half_life_days * 86_400,
+    )
+
+
 def _serve_flags(p: argparse.ArgumentParser) -> Handler:
     d = ServerConfig  # dataclass defaults live on the class
     add = p.add_argument
@@ -105,6 +208,19 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         type=Path,
         required=True,
         help="artifact root (serves LATEST, and each version published later) or one version directory",
+    )
+    add(
+        "--shard",
+        type=int,
+        help="serve shard I of a sharded version (adindex build --shards N) as a leaf behind "
+        "adindex root, which switches its versions (default: the index is not sharded)",
+    )
+    add(
+        "--release-after-s",
+        type=float,
+        default=d.release_after_s,
+        help="a leaf keeps the version it was switched from this long, for calls other roots "
+        "still pin to it (default: %(default)s)",
     )
     add("--host", default=d.host, help="address to bind (default: %(default)s, loopback only)")
     add("--port", type=int, default=d.port, help="port (default: %(default)s; 0 picks a free one)")
@@ -126,7 +242,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         help="filters leaving at most this many eligible ads are scanned exactly (default: %(default)s)",
     )
     add(
-        "--model", type=Path, help="model for embedding upserted ad text (default: the index's own)"
+        "--model",
+        type=Path,
+        help="model for embedding upserted ad text and context pin text (default: the index's own)",
     )
     add("--workers", type=int, default=d.workers, help="gRPC worker threads (default: %(default)s)")
     add(
@@ -175,6 +293,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         help="log lines as text or JSON objects (default: %(default)s)",
     )
     _batching_flags(p)
+    _recall_control_flags(p)
+    _interest_flags(p)
     return cmd_serve
 
 
@@ -207,9 +327,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             index_poll_s=args.watch_interval_s,
             grace_s=args.grace_s,
             metrics_port=args.metrics_port,
-            shadow=ShadowConfig(sample_rate=args.shadow_rate),
+            shadow=ShadowConfig(
+                sample_rate=args.shadow_rate,
+                unsettled_sample_rate=args.unsettled_shadow_rate,
+                unsettled_max_duty=args.unsettled_shadow_duty,
+            ),
+            recall_control=ControllerConfig(
+                enabled=args.recall_control,
+                max_nprobe=args.max_nprobe,
+                max_k_factor=args.max_k_factor,
+                max_search_ms=args.max_search_ms,
+                min_samples=args.control_min_samples,
+                settle_samples=args.control_settle_samples,
+            ),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            interests=_interests(args),
+            shard=args.shard,
+            release_after_s=args.release_after_s,
         )
     )
     return 0

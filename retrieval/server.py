@@ -13,7 +13,8 @@ Limits: ``max_message_bytes`` (RESOURCE_EXHAUSTED), ``max_k`` (INVALID_ARGUMENT)
 (a call whose deadline passed while it was queued is not searched: DEADLINE_EXCEEDED) and
 ``max_active_calls`` queued plus running (more are refused at once: RESOURCE_EXHAUSTED).
 Background threads: the index watcher (``retrieval.watcher``), shadow recall
-(``retrieval.shadow``) and the metrics HTTP server.
+(``retrieval.shadow``, which also feeds the recall controller, ``retrieval.recall_control``)
+and the metrics HTTP server.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from indexer.embedding import Embedder
 from retrieval.admin import AdminService
 from retrieval.batching import BatchConfig, MicroBatcher
 from retrieval.client import DEFAULT_PORT
+from retrieval.controller import ControllerConfig
 from retrieval.interceptors import (
     AdminAuthInterceptor,
     CountingExecutor,
@@ -43,11 +45,16 @@ from retrieval.interceptors import (
     ServingInterceptor,
     _Interceptor,
 )
+from retrieval.interest_requests import InterestRetrieval
+from retrieval.interests import InterestConfig
+from retrieval.leaf import LeafService, LeafState
 from retrieval.metrics import Metrics, MetricsHttp
+from retrieval.recall_control import RecallControl
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
 from retrieval.service import RetrievalService
 from retrieval.shadow import ShadowConfig, ShadowRecall
 from retrieval.state import IndexState
+from retrieval.text_embedder import TextEmbedder
 from retrieval.threads import SearchThreads, default_alone_threads
 from retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.validation import ValidationConfig
@@ -80,15 +87,28 @@ class ServerConfig:
         DEFAULT_EXACT_MAX_ROWS  # filters leaving at most this many ads scan exactly
     )
     model: Path | None = None  # model for embedding upserted text (default: the index's own)
+    # Several interests, engaged pins, context pins: limits, quotas, clustering (docs/interests.md)
+    interests: InterestConfig = field(default_factory=InterestConfig)
     batching: BatchConfig | None = None  # None: single path (measured faster, docs/serving.md)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    # Moves each version's default (nprobe, k_factor) to hold its target recall on live
+    # traffic, measured by shadow recall (retrieval.recall_control; off: the build's point).
+    recall_control: ControllerConfig = field(default_factory=ControllerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no HTTP endpoint (metrics still kept in-process)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, serve TLS only
     tls_key: Path | None = None
+    # Serve this shard of a sharded version as a leaf behind ``adindex root`` (retrieval.leaf)
+    shard: int | None = None
+    # A leaf keeps the version it switched from this long, for calls other roots still pin to it
+    release_after_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.shard is not None and self.shard < 0:
+            raise ValueError(f"shard must be >= 0; got {self.shard}")
+        if self.release_after_s < 0:
+            raise ValueError(f"release_after_s must be >= 0; got {self.release_after_s}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535]; got {self.port}")
         if self.max_k < 1:
@@ -125,6 +145,7 @@ class RunningServer:
     executor: CountingExecutor  # the gRPC workers (calls run here)
     watcher: IndexWatcher | None = None
     shadow: ShadowRecall | None = None
+    control: RecallControl | None = None
     metrics_http: MetricsHttp | None = None
     drain_linger_s: float = 0.0
 
@@ -167,19 +188,21 @@ def _register(
     service: RetrievalService,
     admin: AdminService,
     health_servicer: health.HealthServicer,
+    leaf: LeafService | None = None,
 ) -> None:
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     retrieval_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    names = [
+        SERVICE_NAME,
+        retrieval_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    if leaf is not None:
+        retrieval_pb2_grpc.add_LeafServiceServicer_to_server(leaf, server)  # type: ignore[no-untyped-call]
+        names.append(retrieval_pb2.DESCRIPTOR.services_by_name["LeafService"].full_name)
+    reflection.enable_server_reflection(names, server)
 
 
 def _listen(server: grpc.Server, config: ServerConfig) -> int:
@@ -236,8 +259,8 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         The running server and the port it is bound to (useful with port 0).
     """
     faiss.omp_set_num_threads(config.omp_threads)
-    # Likewise BLAS (numpy's OpenBLAS spins up threads for a 2,400 x 384 product and took 16 ms
-    # instead of 1 ms on two busy cores, measured): one thread per request.
+    # Likewise BLAS (numpy's OpenBLAS spins up threads even for a small product, which on two
+    # busy cores costs far more than the product itself): one thread per request.
     threadpool_limits(limits=1, user_api="blas")
     metrics = Metrics()
     server, serving, executor = _grpc_server(config, metrics)
@@ -252,29 +275,59 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         for name in ("", SERVICE_NAME):
             health_servicer.set(name, status)
 
-    state = IndexState(
-        on_serving,
-        max_k=config.max_k,
-        exact_max_rows=config.exact_max_rows,
-        metrics=metrics,
-        validation=config.validation,
-    )
+    control = RecallControl(config.recall_control, metrics)
+    state: IndexState
+    if config.shard is None:
+        state = IndexState(
+            on_serving,
+            max_k=config.max_k,
+            exact_max_rows=config.exact_max_rows,
+            metrics=metrics,
+            validation=config.validation,
+            on_load=control.attach,
+        )
+    else:  # a leaf behind adindex root (retrieval.leaf)
+        state = LeafState(
+            on_serving,
+            shard=config.shard,
+            release_after_s=config.release_after_s,
+            max_k=config.max_k,
+            exact_max_rows=config.exact_max_rows,
+            metrics=metrics,
+            validation=config.validation,
+            on_load=control.attach,
+        )
     root = None if config.index is None or (config.index / MANIFEST).is_file() else config.index
     batcher = MicroBatcher(config.batching, metrics) if config.batching else None
-    shadow = ShadowRecall(config.shadow, metrics) if config.shadow.sample_rate > 0 else None
-    threads = SearchThreads(busy=config.omp_threads, alone=config.alone_omp_threads)
-    service = RetrievalService(
-        state, batcher=batcher, shadow=shadow, metrics=metrics, threads=threads
+    listener = control if config.recall_control.enabled else None
+    shadow = (
+        ShadowRecall(config.shadow, metrics, listener) if config.shadow.sample_rate > 0 else None
     )
-    admin = AdminService(state, root, embedder=embedder, model=config.model)
-    _register(server, service, admin, health_servicer)
+    if config.recall_control.enabled and shadow is None:
+        logger.warning("Recall control needs shadow recall (--shadow-rate > 0): points stay put")
+    threads = SearchThreads(busy=config.omp_threads, alone=config.alone_omp_threads)
+    text = TextEmbedder(embedder, config.model)  # one model: upserted ads and pin text
+    interests = InterestRetrieval(
+        state, config.interests, text=text, threads=threads, shadow=shadow
+    )
+    service = RetrievalService(
+        state,
+        batcher=batcher,
+        shadow=shadow,
+        metrics=metrics,
+        threads=threads,
+        control=control,
+        interests=interests,
+    )
+    admin = AdminService(state, root, text=text)
+    leaf = LeafService(state) if isinstance(state, LeafState) else None
+    _register(server, service, admin, health_servicer, leaf)
     port = _listen(server, config)
     server.start()
     tls = "TLS" if config.tls_cert else "plaintext"
     logger.info("Listening on %s:%d (%s, %s)", config.host, port, SERVICE_NAME, tls)
-    running = RunningServer(
-        server, port, state, health_servicer, metrics, serving, executor, shadow=shadow
-    )
+    running = RunningServer(server, port, state, health_servicer, metrics, serving, executor)
+    running.shadow, running.control = shadow, control
     running.drain_linger_s = config.drain_linger_s
     if config.metrics_port is not None:
         running.metrics_http = MetricsHttp(metrics, config.metrics_host, config.metrics_port)

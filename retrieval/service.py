@@ -10,9 +10,12 @@ from contextlib import nullcontext
 import grpc
 import numpy as np
 
+from indexer.artifact import read_manifest
 from retrieval.batching import MicroBatcher
-from retrieval.eligibility import RequestFilter
+from retrieval.interest_requests import InterestRetrieval, query_kind, request_filter
+from retrieval.leaf import LeafState
 from retrieval.metrics import Metrics
+from retrieval.recall_control import RecallControl
 from retrieval.searcher import Hits, Searcher
 from retrieval.shadow import ShadowRecall
 from retrieval.state import IndexState
@@ -26,7 +29,8 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
     """Answers Retrieve and GetIndexInfo from the state's current searcher.
 
     Unfiltered calls go through the micro-batcher when there is one; calls with a filter or an
-    advertiser cap always take the single-query path.
+    advertiser cap always take the single-query path. Calls with several interests, engaged
+    pins or a context pin go to ``retrieval.interest_requests``.
     """
 
     def __init__(
@@ -37,27 +41,25 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         shadow: ShadowRecall | None = None,
         metrics: Metrics | None = None,
         threads: SearchThreads | None = None,
+        control: RecallControl | None = None,
+        interests: InterestRetrieval | None = None,
     ):
         self._state = state
         self._batcher = batcher
         self._shadow = shadow
         self._metrics = metrics
         self._threads = threads
+        self._control = control
+        self._interests = interests or InterestRetrieval(state, threads=threads, shadow=shadow)
 
     def _search(
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
     ) -> tuple[Searcher, Hits, np.ndarray]:
         ticket = self._batcher.arrive() if self._batcher is not None else None
         try:
-            searcher = self._state.current()  # one searcher for the whole call, even across a swap
-            flt = RequestFilter(
-                country=request.context.country,
-                locale=request.context.locale,
-                device=request.context.device,
-                exclude_ad_ids=frozenset(request.exclude_ad_ids),
-                exclude_advertiser_ids=frozenset(request.exclude_advertiser_ids),
-                max_per_advertiser=request.max_per_advertiser,
-            )
+            # one searcher for the whole call, even across a swap; a pinned call gets its version
+            searcher = self._state.searcher_for(request.index_version)
+            flt = request_filter(request)
             xq = np.asarray(request.user_embedding, dtype=np.float32)
             if ticket is not None and not flt.narrows and not flt.max_per_advertiser:
                 deadline = time.monotonic() + context.time_remaining()
@@ -80,6 +82,9 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
     def Retrieve(
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
     ) -> retrieval_pb2.RetrieveResponse:
+        kind = query_kind(request)
+        if kind != "user_embedding":
+            return self._interests.retrieve(request, kind)
         searcher, hits, xq = self._search(request, context)
         if self._shadow is not None:
             if request.max_per_advertiser:
@@ -87,8 +92,16 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             else:
                 self._shadow.offer(searcher, xq, request.k, hits)
         response = retrieval_pb2.RetrieveResponse(
-            index_version=searcher.version, nprobe=hits.nprobe, plan=hits.plan
+            index_version=searcher.version,
+            nprobe=hits.nprobe,
+            plan=hits.plan,
+            k_factor=hits.k_factor,
         )
+        shards = searcher.artifact.manifest.shards
+        shard = searcher.artifact.shard or 0
+        if shards is not None:  # a leaf: say which shard answered, for the root's merge
+            response.shards_answered.append(shard)
+            response.shard_count = shards.count
         add = response.candidates.add  # in place: ~40% cheaper than building a list to copy in
         for row, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
             ad = searcher.meta(row, hits.view)
@@ -97,6 +110,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
                 advertiser_id=ad.advertiser_id,
                 campaign_id=ad.campaign_id,
                 score=score,
+                shard=shard,
             )
         return response
 
@@ -117,6 +131,22 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             active_count=view.active_count,
             paused_count=view.ad_count - view.active_count,
             default_nprobe=searcher.default_nprobe,
+            default_k_factor=searcher.k_factor,
+            recall_control=self._control is not None and self._control.controlled(searcher.version),
             max_k=searcher.max_k,
             manifest_json=json.dumps(m.to_json(), sort_keys=True),
+            pin_count=len(searcher.artifact.pins or ()),
+            max_interests=self._interests.config.max_interests,
+            max_engaged_pins=self._interests.config.max_engaged_pins,
+            leaf=self._state.status() if isinstance(self._state, LeafState) else None,
+            version_manifest_json=_version_manifest(searcher),
         )
+
+
+def _version_manifest(searcher: Searcher) -> str:
+    """A shard's whole version's manifest (the root describes the version with it), else ""."""
+    art = searcher.artifact
+    if art.shard is None or art.manifest.shards is None or art.manifest.shards.index is None:
+        return ""
+    version = read_manifest(art.path.parent)  # shard-I/ lives in the version's directory
+    return json.dumps(version.to_json(), sort_keys=True)

@@ -10,9 +10,14 @@ recall@k (``indexer.ann.recall_per_query``) also counts a returned ad whose exac
 the k-th best exact score: it does not penalise an arbitrary pick among exact duplicates. Calls
 with an advertiser cap are skipped (their ideal answer is not a top k).
 
-The exact pass over n ads costs about n * d * 2 flops per query (a 1M x 384 index: ~0.1 s
-per group on one core, bandwidth-bound); ``max_duty`` bounds the share of one core it may use
-by sleeping after each pass.
+The exact pass over n ads costs about n * d * 2 flops per query and reads the whole embedding
+matrix once per group (memory-bandwidth bound); ``max_duty`` bounds the share of one core it may
+use by sleeping after each pass.
+
+A listener (the recall controller, ``retrieval.recall_control``) may ask for more: which calls
+it wants measured (and at which k), a higher sampling rate and duty while a version is
+*unsettled*, and each wanted call's exact answer (:class:`Measured`) to score its own
+re-searches of the same query against.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -41,17 +48,23 @@ class ShadowConfig:
     queue_size: int = 64  # sampled calls waiting; more are dropped
     group: int = 16  # queries scored per pass over the embeddings
     max_duty: float = 0.1  # share of one core the exact passes may use
+    # While the listener calls a version unsettled (its point is new, or just moved): the share
+    # of its wanted calls sampled, and the share of one core the passes may use meanwhile.
+    unsettled_sample_rate: float = 0.25
+    unsettled_max_duty: float = 0.5
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.sample_rate <= 1.0:
-            raise ValueError(f"sample_rate must be in [0, 1]; got {self.sample_rate}")
+        for name in ("sample_rate", "unsettled_sample_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
         if self.queue_size < 1 or self.group < 1:
             raise ValueError(
                 f"queue_size and group must be >= 1; got {self.queue_size}, {self.group}"
             )
-        if not 0.0 < self.max_duty <= 1.0:
-            raise ValueError(f"max_duty must be in (0, 1]; got {self.max_duty}")
+        for name in ("max_duty", "unsettled_max_duty"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1]; got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -62,14 +75,68 @@ class _Sample:
     hits: Hits
     mask: np.ndarray  # eligible artifact rows the search used
     delta_mask: np.ndarray  # eligible upserted ads it used
+    wanted_k: int | None = None  # the listener's k for this call (None: not wanted)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A sampled call and its exact answer over the ads it could see (for a listener)."""
+
+    searcher: Searcher
+    xq: np.ndarray  # (d,) normalised query
+    k: int  # the call's k
+    hits: Hits  # what the call returned
+    truth: np.ndarray  # (t,) exact top rows (as in Hits.ids), t >= the k wanted or all eligible
+    best: np.ndarray  # (t,) their exact scores, best first
+
+    def recall(self, ids: np.ndarray, k: int) -> float:
+        """recall@k of the answer ``ids`` (rows as in Hits.ids, best first) to this query."""
+        return _recall(self.searcher, self.hits, self.xq, ids[:k], self.truth, self.best, k)
+
+
+class ShadowListener(Protocol):
+    """Who else consumes shadow measurements (the recall controller)."""
+
+    def wants(self, searcher: Searcher, hits: Hits) -> int | None:
+        """The k at which to also measure this call (None: the listener does not want it)."""
+
+    def unsettled(self, version: str) -> bool:
+        """Whether this version's wanted calls are sampled at the unsettled rate and duty."""
+
+    def measured(self, samples: Sequence[Measured]) -> None:
+        """Wanted calls of one eligibility view, measured (on the shadow thread)."""
+
+
+def _recall(
+    searcher: Searcher,
+    hits: Hits,
+    xq: np.ndarray,
+    ids: np.ndarray,
+    truth: np.ndarray,
+    best: np.ndarray,
+    k: int,
+) -> float:
+    """recall@k of ``ids`` against the exact answer (truth, best), ties at the k-th score counted."""
+    want = min(k, len(truth))
+    if not want:
+        return 1.0
+    n, art, delta = searcher.ntotal, searcher.artifact, hits.view.delta
+    main, upserted = ids[ids < n], ids[ids >= n] - n
+    found_scores = np.concatenate([art.embeddings[np.sort(main)] @ xq, delta.xb[upserted] @ xq])
+    found = np.concatenate([np.sort(main), upserted + n])
+    tied = found_scores >= best[want - 1]
+    return float(recall_per_query(found[None, :], truth[None, :want], tied=tied[None, :])[0])
 
 
 class ShadowRecall:
     """Samples calls (:meth:`offer`) and measures them on a background thread."""
 
-    def __init__(self, config: ShadowConfig, metrics: Metrics):
+    def __init__(
+        self, config: ShadowConfig, metrics: Metrics, listener: ShadowListener | None = None
+    ):
         self.config = config
         self._metrics = metrics
+        self._listener = listener
         self._queue: queue.Queue[_Sample] = queue.Queue(config.queue_size)
         self._rng = random.Random(config.seed)
         self._stop = threading.Event()
@@ -78,15 +145,22 @@ class ShadowRecall:
 
     def offer(self, searcher: Searcher, user_embedding: np.ndarray, k: int, hits: Hits) -> None:
         """Maybe sample this answered call; never blocks."""
-        if self.config.sample_rate == 0 or self._rng.random() >= self.config.sample_rate:
+        listener = self._listener
+        wanted_k = listener.wants(searcher, hits) if listener is not None else None
+        rate = self.config.sample_rate
+        if wanted_k is not None and listener is not None and listener.unsettled(searcher.version):
+            rate = max(rate, self.config.unsettled_sample_rate)
+        if rate == 0 or self._rng.random() >= rate:
             return
         if hits.mask is None or hits.delta_mask is None:
             self._metrics.shadow_queries.labels("skipped").inc()
             return
         x = np.asarray(user_embedding, dtype=np.float32).ravel()
         try:
-            sample = _Sample(searcher, x / np.linalg.norm(x), k, hits, hits.mask, hits.delta_mask)
-            self._queue.put_nowait(sample)
+            self._queue.put_nowait(
+                _Sample(searcher, x / np.linalg.norm(x), k, hits, hits.mask, hits.delta_mask,
+                        wanted_k)
+            )  # fmt: skip
         except queue.Full:
             self._metrics.shadow_queries.labels("dropped").inc()
 
@@ -124,51 +198,56 @@ class ShadowRecall:
             if not group:
                 continue
             started = time.perf_counter()
+            unsettled = False
             try:
-                self._measure(group)
+                unsettled = self._measure(group)
             except Exception:
                 logger.exception("Shadow recall pass failed")
             finally:
-                for _ in group:
-                    self._queue.task_done()
+                for _ in range(len(group)):  # (a loop over group would keep its last sample,
+                    self._queue.task_done()  # and with it a swapped-out version, alive)
             spent = time.perf_counter() - started
-            self._stop.wait(spent * (1.0 / self.config.max_duty - 1.0))
+            duty = self.config.unsettled_max_duty if unsettled else self.config.max_duty
+            self._stop.wait(spent * (1.0 / duty - 1.0))
 
-    def _measure(self, group: list[_Sample]) -> None:
+    def _measure(self, group: list[_Sample]) -> bool:
+        """Measure a group; True if it held wanted calls of an unsettled version."""
         by_mask: dict[tuple[int, int], list[_Sample]] = {}
         for s in group:  # unfiltered calls of one view share their mask: one pass for them all
             by_mask.setdefault((id(s.mask), id(s.delta_mask)), []).append(s)
+        unsettled = False
         for samples in by_mask.values():
-            for s, recall in zip(samples, self._recalls(samples), strict=True):
-                if recall is not None:
-                    self._metrics.shadow_recall.labels(s.searcher.version).observe(recall)
-                    self._metrics.shadow_queries.labels("measured").inc()
+            measured = self._exact(samples)
+            wanted = []
+            for s, m in zip(samples, measured, strict=True):
+                if m is None:
+                    continue
+                recall = m.recall(s.hits.ids, s.k)
+                self._metrics.shadow_recall.labels(s.searcher.version).observe(recall)
+                self._metrics.shadow_queries.labels("measured").inc()
+                if s.wanted_k is not None:
+                    wanted.append(m)
+            if wanted and self._listener is not None:
+                self._listener.measured(wanted)
+                unsettled |= any(self._listener.unsettled(m.searcher.version) for m in wanted)
+        return unsettled
 
     @staticmethod
-    def _recalls(samples: list[_Sample]) -> list[float | None]:
-        """recall@k of calls that share one eligibility (None where nothing was eligible)."""
+    def _exact(samples: list[_Sample]) -> list[Measured | None]:
+        """Exact answers of calls that share one eligibility (None where nothing was eligible)."""
         first = samples[0]
         n, art, delta = first.searcher.ntotal, first.searcher.artifact, first.hits.view.delta
         xq = np.stack([s.xq for s in samples])
         eligible = int(first.mask.sum()) + int(first.delta_mask.sum())
-        t = max(min(max(s.k for s in samples), eligible), 1)
+        t = max(min(max(max(s.k, s.wanted_k or 0) for s in samples), eligible), 1)
         D, I = exact_search(art.embeddings, xq, t, eligible=first.mask)
         delta_rows = np.flatnonzero(first.delta_mask)
         delta_scores = np.asarray(xq @ delta.xb[delta_rows].T, dtype=np.float32)  # (nq, m)
-        out: list[float | None] = []
+        out: list[Measured | None] = []
         for i, s in enumerate(samples):
-            want = min(s.k, eligible)
-            if not want:
+            if not eligible:
                 out.append(None)
                 continue
-            best, truth = merge_topk([D[i], delta_scores[i]], [I[i], delta_rows + n], want)
-            ids = s.hits.ids
-            main, upserted = ids[ids < n], ids[ids >= n] - n
-            found_scores = np.concatenate(
-                [art.embeddings[np.sort(main)] @ s.xq, delta.xb[upserted] @ s.xq]
-            )
-            found = np.concatenate([np.sort(main), upserted + n])
-            tied = found_scores >= best[-1]
-            recall = recall_per_query(found[None, :], truth[None, :], tied=tied[None, :])
-            out.append(float(recall[0]))
+            best, truth = merge_topk([D[i], delta_scores[i]], [I[i], delta_rows + n], t)
+            out.append(Measured(s.searcher, s.xq, s.k, s.hits, truth, best))
         return out

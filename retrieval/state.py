@@ -22,8 +22,8 @@ from pathlib import Path
 
 from indexer import artifact
 from indexer.ann import omp_threads, use_serving_implementation
-from retrieval.changelog import CHANGELOG_FILE, ChangeLog, replay
-from retrieval.errors import IndexNotReady
+from retrieval.changelog import ChangeLog, changelog_file, replay
+from retrieval.errors import IndexNotReady, VersionNotHeld
 from retrieval.metrics import Metrics
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS, Searcher
 from retrieval.validation import ValidationConfig, validate
@@ -35,7 +35,8 @@ class IndexState:
     """Holds the current :class:`Searcher`; readers never lock (a reference read is atomic).
 
     ``on_serving(True)`` is called whenever a version starts serving, ``on_serving(False)`` at
-    creation and on :meth:`shutdown` (the server maps it to gRPC health).
+    creation and on :meth:`shutdown` (the server maps it to gRPC health). ``on_load`` sees each
+    accepted version before it serves (the recall controller sets its default point there).
     """
 
     def __init__(
@@ -46,8 +47,12 @@ class IndexState:
         exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
         metrics: Metrics | None = None,
         validation: ValidationConfig | None = None,
+        on_load: Callable[[Searcher], None] | None = None,
+        shard: int | None = None,
     ):
         self._on_serving = on_serving
+        self._on_load = on_load
+        self._shard = shard  # which shard of a sharded version to load (None: not sharded)
         self._max_k = max_k
         self._exact_max_rows = exact_max_rows
         self._metrics = metrics or Metrics()
@@ -74,6 +79,24 @@ class IndexState:
             )
         return searcher
 
+    def searcher_for(self, version: str) -> Searcher:
+        """The searcher of ``version`` ("" = the current one); a call pinned to a version
+        this server does not hold fails rather than answer from another."""
+        searcher = self.current()
+        if version and version != searcher.version:
+            raise VersionNotHeld(
+                f"index_version: {version!r} is not loaded here; serving {searcher.version!r}"
+            )
+        return searcher
+
+    def searchers(self) -> list[Searcher]:
+        """Every loaded searcher, the current one first (admin changes apply to all)."""
+        return [self.current()]
+
+    def holds(self, version: str) -> bool:
+        """Whether ``version`` is loaded (the watcher does not load it again)."""
+        return self._searcher is not None and self._searcher.version == version
+
     @property
     def loaded(self) -> bool:
         return self._searcher is not None
@@ -97,7 +120,7 @@ class IndexState:
             name = artifact.resolve(path).name
             current = self._searcher
             try:
-                art = artifact.load(path)
+                art = artifact.load(path, shard=self._shard)
                 use_serving_implementation(art.index)  # validate what will be served
                 with omp_threads(1):  # beside the searches of the version being served
                     validate(art, current.artifact if current else None, self._validation)
@@ -109,17 +132,21 @@ class IndexState:
                 logger.warning("Refused index version %s: %s", name, str(exc))
                 raise
             searcher = Searcher(art, max_k=self._max_k, exact_max_rows=self._exact_max_rows)
+            if self._on_load is not None:
+                self._on_load(searcher)
             self._metrics.index_events.labels("loaded").inc()
             replayed, previous = self._swap(searcher)
             self._metrics.index_load.observe(time.perf_counter() - started)
         self.refused.pop(name, None)
-        m = art.manifest
-        self._metrics.set_index(searcher.version, m.model.name, m.index.factory)
+        serving = self._searcher is searcher
+        if serving:
+            m = art.manifest
+            self._metrics.set_index(searcher.version, m.model.name, m.index.factory)
         if previous is not None:
-            self._metrics.index_events.labels("swapped").inc()
-            weakref.finalize(previous, self._freed, previous.version)
+            self._retire(previous)
         logger.info(
-            "Serving index %s (%d ads, %d eligible, %d logged changes replayed) from %s%s",
+            "%s index %s (%d ads, %d eligible, %d logged changes replayed) from %s%s",
+            "Serving" if serving else "Prepared",
             searcher.version,
             searcher.ntotal,
             searcher.active_count,
@@ -130,16 +157,27 @@ class IndexState:
         return searcher
 
     def _swap(self, searcher: Searcher) -> tuple[int, Searcher | None]:
-        """Replay logged changes onto ``searcher`` and make it current; returns (replayed, old)."""
+        """Replay logged changes onto ``searcher`` and install it; returns (replayed, old)."""
         with self.admin_lock:
-            log_path = searcher.artifact.path.parent / CHANGELOG_FILE
+            art = searcher.artifact
+            log_path = art.root / changelog_file(art.shard)
             if self.changelog is None or self.changelog.path != log_path:
                 self.changelog = ChangeLog(log_path)
-            replayed = self.changelog.since(searcher.artifact.manifest.catalog.snapshot_at)
+            replayed = self.changelog.since(art.manifest.catalog.snapshot_at)
             replay(searcher, replayed)
-            previous, self._searcher = self._searcher, searcher
-            self._set_health(serving=True)
+            previous = self._install(searcher)
         return len(replayed), previous
+
+    def _install(self, searcher: Searcher) -> Searcher | None:
+        """Make a loaded, replayed searcher current (under ``admin_lock``); returns the old one."""
+        previous, self._searcher = self._searcher, searcher
+        self._set_health(serving=True)
+        return previous
+
+    def _retire(self, previous: Searcher) -> None:
+        """Count a replaced version and log when its last in-flight call has let it go."""
+        self._metrics.index_events.labels("swapped").inc()
+        weakref.finalize(previous, self._freed, previous.version)
 
     def _freed(self, version: str) -> None:
         self._metrics.index_events.labels("freed").inc()

@@ -60,6 +60,17 @@ def check_compatible(new: Artifact, served: Artifact | None) -> None:
                 f"{new.path}: {what} {got!r} differs from the served version {served.version} "
                 f"({want!r}); its clients would send the wrong embeddings"
             )
+    shards, served_shards = _shard_count(new), _shard_count(served)
+    if shards != served_shards:  # a leaf serves one shard of a fixed split
+        raise VersionRefused(
+            f"{new.path}: split into {shards} shards, the served version {served.version} into "
+            f"{served_shards}; resharding is a new deployment of leaves and root"
+        )
+
+
+def _shard_count(art: Artifact) -> int | None:
+    shards = art.manifest.shards
+    return None if shards is None else shards.count
 
 
 def self_recall(art: Artifact, config: ValidationConfig) -> float:

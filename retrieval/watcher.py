@@ -52,8 +52,7 @@ class IndexWatcher:
                 self._unreadable = str(exc)
             return False
         self._unreadable = None
-        served = self._state.current().version if self._state.loaded else None
-        if target.name == served or target.name in self._state.refused:
+        if self._state.holds(target.name) or target.name in self._state.refused:
             return False
         logger.info("New version %s published; loading it in the background", target.name)
         try:

@@ -3,6 +3,8 @@ and its metrics (imported by tests)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import re
 import subprocess
 import sys
@@ -13,6 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from indexer.ann import normalize
 from indexer.records import AdRecord, Targeting
@@ -141,3 +147,80 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(value)
     raise AssertionError(f"no {name}{labels} in the metrics")
+
+
+class RootProcess:
+    """``adindex root`` over leaves on loopback ports (JSON logs, a free port), started and
+    SERVING (every leaf answered and holds one version). ``lines`` keeps growing."""
+
+    def __init__(self, leaf_ports: Sequence[int], *args: str):
+        leaves = ",".join(f"127.0.0.1:{p}" for p in leaf_ports)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "retrieval.cli", "root", "--leaves", leaves,
+             "--port", "0", "--log-format", "json", *args],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        self.lines: list[str] = []
+        self.port = 0
+        self.metrics_port: int | None = None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if match := re.search(r"Listening on 127\.0\.0\.1:(\d+)", line):
+                self.port = int(match.group(1))
+            if match := re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
+                self.metrics_port = int(match.group(1))
+            if "Health SERVING" in line:
+                break
+        if not self.port or self.proc.poll() is not None:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the root did not start serving: {''.join(self.lines)}")
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(self.proc.stderr or ()), daemon=True
+        )
+        self._reader.start()
+
+    def close(self) -> None:
+        """Kill the root if it still runs, and collect its output."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+def certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "server.crt", tmp / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cretrieval/v1/retrieval.proto\x12\x0cretrieval.v1\"\xc4\x01\n\x0fRetrieveRequest\x12\x16\n\x0euser_embedding\x18\x01 \x03(\x02\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06nprobe\x18\x03 \x01(\x05\x12*\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x19.retrieval.v1.UserContext\x12\x16\n\x0e\x65xclude_ad_ids\x18\x05 \x03(\t\x12\x1e\n\x16\x65xclude_advertiser_ids\x18\x06 \x03(\t\x12\x1a\n\x12max_per_advertiser\x18\x07 \x01(\x05\">\n\x0bUserContext\x12\x0f\n\x07\x63ountry\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"U\n\tCandidate\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x15\n\radvertiser_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"t\n\x10RetrieveResponse\x12+\n\ncandidates\x18\x01 \x03(\x0b\x32\x17.retrieval.v1.Candidate\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x0e\n\x06nprobe\x18\x03 \x01(\x05\x12\x0c\n\x04plan\x18\x04 \x01(\t\"\x15\n\x13GetIndexInfoRequest\"\xfb\x01\n\tIndexInfo\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x15\n\rindex_factory\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08\x61\x64_count\x18\x07 \x01(\x03\x12\x14\n\x0c\x61\x63tive_count\x18\x08 \x01(\x03\x12\x14\n\x0cpaused_count\x18\t \x01(\x03\x12\x16\n\x0e\x64\x65\x66\x61ult_nprobe\x18\n \x01(\x05\x12\r\n\x05max_k\x18\x0b \x01(\x05\x12\x15\n\rmanifest_json\x18\x0c \x01(\t\"R\n\x12\x45ligibilityRequest\x12\x0e\n\x06\x61\x64_ids\x18\x01 \x03(\t\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\t\x12\x16\n\x0e\x61\x64vertiser_ids\x18\x03 \x03(\t\"S\n\x13\x45ligibilityResponse\x12\x13\n\x0b\x61\x64s_changed\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x15\n\rindex_version\x18\x03 \x01(\t\"@\n\tTargeting\x12\x11\n\tcountries\x18\x01 \x03(\t\x12\x0f\n\x07locales\x18\x02 \x03(\t\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\"\xc9\x01\n\x02\x41\x64\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x15\n\radvertiser_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x15\n\rcreative_text\x18\x06 \x01(\t\x12*\n\ttargeting\x18\x07 \x01(\x0b\x32\x17.retrieval.v1.Targeting\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x11\n\tembedding\x18\t \x03(\x02\".\n\rUpsertRequest\x12\x1d\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32\x10.retrieval.v1.Ad\"\\\n\x0eUpsertResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x03\x12\x0f\n\x07updated\x18\x02 \x01(\x03\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x15\n\rindex_version\x18\x04 \x01(\t\"\x1f\n\rDeleteRequest\x12\x0e\n\x06\x61\x64_ids\x18\x01 \x03(\t\"\x0f\n\rReloadRequest\"8\n\x0eReloadResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x32\xa9\x01\n\x10RetrievalService\x12I\n\x08Retrieve\x12\x1d.retrieval.v1.RetrieveRequest\x1a\x1e.retrieval.v1.RetrieveResponse\x12J\n\x0cGetIndexInfo\x12!.retrieval.v1.GetIndexInfoRequest\x1a\x17.retrieval.v1.IndexInfo2\xff\x02\n\x0c\x41\x64minService\x12L\n\x05Pause\x12 .retrieval.v1.EligibilityRequest\x1a!.retrieval.v1.EligibilityResponse\x12M\n\x06Resume\x12 .retrieval.v1.EligibilityRequest\x1a!.retrieval.v1.EligibilityResponse\x12\x43\n\x06Upsert\x12\x1b.retrieval.v1.UpsertRequest\x1a\x1c.retrieval.v1.UpsertResponse\x12H\n\x06\x44\x65lete\x12\x1b.retrieval.v1.DeleteRequest\x1a!.retrieval.v1.EligibilityResponse\x12\x43\n\x06Reload\x12\x1b.retrieval.v1.ReloadRequest\x1a\x1c.retrieval.v1.ReloadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cretrieval/v1/retrieval.proto\x12\x0cretrieval.v1\"\x99\x03\n\x0fRetrieveRequest\x12\x16\n\x0euser_embedding\x18\x01 \x03(\x02\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06nprobe\x18\x03 \x01(\x05\x12*\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x19.retrieval.v1.UserContext\x12\x16\n\x0e\x65xclude_ad_ids\x18\x05 \x03(\t\x12\x1e\n\x16\x65xclude_advertiser_ids\x18\x06 \x03(\t\x12\x1a\n\x12max_per_advertiser\x18\x07 \x01(\x05\x12)\n\tinterests\x18\x08 \x03(\x0b\x32\x16.retrieval.v1.Interest\x12.\n\x0c\x65ngaged_pins\x18\t \x03(\x0b\x32\x18.retrieval.v1.EngagedPin\x12-\n\x0b\x63ontext_pin\x18\n \x01(\x0b\x32\x18.retrieval.v1.ContextPin\x12\x15\n\rmax_interests\x18\x0b \x01(\x05\x12\x1b\n\x13recency_half_life_s\x18\x0c \x01(\x03\x12\x15\n\rindex_version\x18\x10 \x01(\t\"=\n\x08Interest\x12\x11\n\tembedding\x18\x01 \x03(\x02\x12\x13\n\x06weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\"W\n\nEngagedPin\x12\x0e\n\x06pin_id\x18\x01 \x01(\t\x12\x19\n\x11\x65ngaged_at_unix_s\x18\x02 \x01(\x03\x12\x13\n\x06weight\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\t\n\x07_weight\"*\n\nContextPin\x12\x0e\n\x06pin_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\">\n\x0bUserContext\x12\x0f\n\x07\x63ountry\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\"w\n\tCandidate\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x15\n\radvertiser_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x11\n\tinterests\x18\x05 \x03(\x05\x12\r\n\x05shard\x18\x08 \x01(\x05\"\x8f\x02\n\x10RetrieveResponse\x12+\n\ncandidates\x18\x01 \x03(\x0b\x32\x17.retrieval.v1.Candidate\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x0e\n\x06nprobe\x18\x03 \x01(\x05\x12\x0c\n\x04plan\x18\x04 \x01(\t\x12\x10\n\x08k_factor\x18\x0f \x01(\x05\x12/\n\tinterests\x18\x05 \x03(\x0b\x32\x1c.retrieval.v1.InterestResult\x12\x17\n\x0funknown_pin_ids\x18\x06 \x03(\t\x12\x17\n\x0fshards_answered\x18\n \x03(\x05\x12\x13\n\x0bshard_count\x18\x0b \x01(\x05\x12\x0f\n\x07partial\x18\x0c \x01(\x08\"U\n\x0eInterestResult\x12\x0e\n\x06weight\x18\x01 \x01(\x02\x12\r\n\x05quota\x18\x02 \x01(\x05\x12\x13\n\x0b\x63ontributed\x18\x03 \x01(\x05\x12\x0f\n\x07pin_ids\x18\x04 \x03(\t\"\x15\n\x13GetIndexInfoRequest\"\xe2\x03\n\tIndexInfo\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x15\n\rindex_factory\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08\x61\x64_count\x18\x07 \x01(\x03\x12\x14\n\x0c\x61\x63tive_count\x18\x08 \x01(\x03\x12\x14\n\x0cpaused_count\x18\t \x01(\x03\x12\x16\n\x0e\x64\x65\x66\x61ult_nprobe\x18\n \x01(\x05\x12\r\n\x05max_k\x18\x0b \x01(\x05\x12\x15\n\rmanifest_json\x18\x0c \x01(\t\x12\x18\n\x10\x64\x65\x66\x61ult_k_factor\x18\x13 \x01(\x05\x12\x16\n\x0erecall_control\x18\x14 \x01(\x08\x12\x11\n\tpin_count\x18\r \x01(\x03\x12\x15\n\rmax_interests\x18\x0e \x01(\x05\x12\x18\n\x10max_engaged_pins\x18\x0f \x01(\x05\x12&\n\x04leaf\x18\x10 \x01(\x0b\x32\x18.retrieval.v1.LeafStatus\x12(\n\x06leaves\x18\x11 \x03(\x0b\x32\x18.retrieval.v1.LeafStatus\x12\x1d\n\x15version_manifest_json\x18\x12 \x01(\t\"\x95\x01\n\nLeafStatus\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x13\n\x0bshard_count\x18\x02 \x01(\x05\x12\x17\n\x0fserving_version\x18\x03 \x01(\t\x12\x17\n\x0floaded_versions\x18\x04 \x03(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x11\n\tanswering\x18\x06 \x01(\x08\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\x13\n\x11LeafStatusRequest\"i\n\x11LookupIdsResponse\x12\x16\n\x0eunknown_ad_ids\x18\x01 \x03(\t\x12\x1c\n\x14unknown_campaign_ids\x18\x02 \x03(\t\x12\x1e\n\x16unknown_advertiser_ids\x18\x03 \x03(\t\"-\n\x14SwitchVersionRequest\x12\x15\n\rindex_version\x18\x01 \x01(\t\"R\n\x12\x45ligibilityRequest\x12\x0e\n\x06\x61\x64_ids\x18\x01 \x03(\t\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\t\x12\x16\n\x0e\x61\x64vertiser_ids\x18\x03 \x03(\t\"S\n\x13\x45ligibilityResponse\x12\x13\n\x0b\x61\x64s_changed\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x15\n\rindex_version\x18\x03 \x01(\t\"@\n\tTargeting\x12\x11\n\tcountries\x18\x01 \x03(\t\x12\x0f\n\x07locales\x18\x02 \x03(\t\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\"\xc9\x01\n\x02\x41\x64\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x15\n\radvertiser_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x15\n\rcreative_text\x18\x06 \x01(\t\x12*\n\ttargeting\x18\x07 \x01(\x0b\x32\x17.retrieval.v1.Targeting\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x11\n\tembedding\x18\t \x03(\x02\".\n\rUpsertRequest\x12\x1d\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32\x10.retrieval.v1.Ad\"\\\n\x0eUpsertResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x03\x12\x0f\n\x07updated\x18\x02 \x01(\x03\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x15\n\rindex_version\x18\x04 \x01(\t\"\x1f\n\rDeleteRequest\x12\x0e\n\x06\x61\x64_ids\x18\x01 \x03(\t\"\x0f\n\rReloadRequest\"8\n\x0eReloadResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x32\xa9\x01\n\x10RetrievalService\x12I\n\x08Retrieve\x12\x1d.retrieval.v1.RetrieveRequest\x1a\x1e.retrieval.v1.RetrieveResponse\x12J\n\x0cGetIndexInfo\x12!.retrieval.v1.GetIndexInfoRequest\x1a\x17.retrieval.v1.IndexInfo2\xa9\x01\n\x0bLeafService\x12J\n\rGetLeafStatus\x12\x1f.retrieval.v1.LeafStatusRequest\x1a\x18.retrieval.v1.LeafStatus\x12N\n\tLookupIds\x12 .retrieval.v1.EligibilityRequest\x1a\x1f.retrieval.v1.LookupIdsResponse2\xce\x03\n\x0c\x41\x64minService\x12L\n\x05Pause\x12 .retrieval.v1.EligibilityRequest\x1a!.retrieval.v1.EligibilityResponse\x12M\n\x06Resume\x12 .retrieval.v1.EligibilityRequest\x1a!.retrieval.v1.EligibilityResponse\x12\x43\n\x06Upsert\x12\x1b.retrieval.v1.UpsertRequest\x1a\x1c.retrieval.v1.UpsertResponse\x12H\n\x06\x44\x65lete\x12\x1b.retrieval.v1.DeleteRequest\x1a!.retrieval.v1.EligibilityResponse\x12\x43\n\x06Reload\x12\x1b.retrieval.v1.ReloadRequest\x1a\x1c.retrieval.v1.ReloadResponse\x12M\n\rSwitchVersion\x12\".retrieval.v1.SwitchVersionRequest\x1a\x18.retrieval.v1.LeafStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,37 +32,55 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retrieval.v1.retrieval_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RETRIEVEREQUEST']._serialized_start=47
-  _globals['_RETRIEVEREQUEST']._serialized_end=243
-  _globals['_USERCONTEXT']._serialized_start=245
-  _globals['_USERCONTEXT']._serialized_end=307
-  _globals['_CANDIDATE']._serialized_start=309
-  _globals['_CANDIDATE']._serialized_end=394
-  _globals['_RETRIEVERESPONSE']._serialized_start=396
-  _globals['_RETRIEVERESPONSE']._serialized_end=512
-  _globals['_GETINDEXINFOREQUEST']._serialized_start=514
-  _globals['_GETINDEXINFOREQUEST']._serialized_end=535
-  _globals['_INDEXINFO']._serialized_start=538
-  _globals['_INDEXINFO']._serialized_end=789
-  _globals['_ELIGIBILITYREQUEST']._serialized_start=791
-  _globals['_ELIGIBILITYREQUEST']._serialized_end=873
-  _globals['_ELIGIBILITYRESPONSE']._serialized_start=875
-  _globals['_ELIGIBILITYRESPONSE']._serialized_end=958
-  _globals['_TARGETING']._serialized_start=960
-  _globals['_TARGETING']._serialized_end=1024
-  _globals['_AD']._serialized_start=1027
-  _globals['_AD']._serialized_end=1228
-  _globals['_UPSERTREQUEST']._serialized_start=1230
-  _globals['_UPSERTREQUEST']._serialized_end=1276
-  _globals['_UPSERTRESPONSE']._serialized_start=1278
-  _globals['_UPSERTRESPONSE']._serialized_end=1370
-  _globals['_DELETEREQUEST']._serialized_start=1372
-  _globals['_DELETEREQUEST']._serialized_end=1403
-  _globals['_RELOADREQUEST']._serialized_start=1405
-  _globals['_RELOADREQUEST']._serialized_end=1420
-  _globals['_RELOADRESPONSE']._serialized_start=1422
-  _globals['_RELOADRESPONSE']._serialized_end=1478
-  _globals['_RETRIEVALSERVICE']._serialized_start=1481
-  _globals['_RETRIEVALSERVICE']._serialized_end=1650
-  _globals['_ADMINSERVICE']._serialized_start=1653
-  _globals['_ADMINSERVICE']._serialized_end=2036
+  _globals['_RETRIEVEREQUEST']._serialized_end=456
+  _globals['_INTEREST']._serialized_start=458
+  _globals['_INTEREST']._serialized_end=519
+  _globals['_ENGAGEDPIN']._serialized_start=521
+  _globals['_ENGAGEDPIN']._serialized_end=608
+  _globals['_CONTEXTPIN']._serialized_start=610
+  _globals['_CONTEXTPIN']._serialized_end=652
+  _globals['_USERCONTEXT']._serialized_start=654
+  _globals['_USERCONTEXT']._serialized_end=716
+  _globals['_CANDIDATE']._serialized_start=718
+  _globals['_CANDIDATE']._serialized_end=837
+  _globals['_RETRIEVERESPONSE']._serialized_start=840
+  _globals['_RETRIEVERESPONSE']._serialized_end=1111
+  _globals['_INTERESTRESULT']._serialized_start=1113
+  _globals['_INTERESTRESULT']._serialized_end=1198
+  _globals['_GETINDEXINFOREQUEST']._serialized_start=1200
+  _globals['_GETINDEXINFOREQUEST']._serialized_end=1221
+  _globals['_INDEXINFO']._serialized_start=1224
+  _globals['_INDEXINFO']._serialized_end=1706
+  _globals['_LEAFSTATUS']._serialized_start=1709
+  _globals['_LEAFSTATUS']._serialized_end=1858
+  _globals['_LEAFSTATUSREQUEST']._serialized_start=1860
+  _globals['_LEAFSTATUSREQUEST']._serialized_end=1879
+  _globals['_LOOKUPIDSRESPONSE']._serialized_start=1881
+  _globals['_LOOKUPIDSRESPONSE']._serialized_end=1986
+  _globals['_SWITCHVERSIONREQUEST']._serialized_start=1988
+  _globals['_SWITCHVERSIONREQUEST']._serialized_end=2033
+  _globals['_ELIGIBILITYREQUEST']._serialized_start=2035
+  _globals['_ELIGIBILITYREQUEST']._serialized_end=2117
+  _globals['_ELIGIBILITYRESPONSE']._serialized_start=2119
+  _globals['_ELIGIBILITYRESPONSE']._serialized_end=2202
+  _globals['_TARGETING']._serialized_start=2204
+  _globals['_TARGETING']._serialized_end=2268
+  _globals['_AD']._serialized_start=2271
+  _globals['_AD']._serialized_end=2472
+  _globals['_UPSERTREQUEST']._serialized_start=2474
+  _globals['_UPSERTREQUEST']._serialized_end=2520
+  _globals['_UPSERTRESPONSE']._serialized_start=2522
+  _globals['_UPSERTRESPONSE']._serialized_end=2614
+  _globals['_DELETEREQUEST']._serialized_start=2616
+  _globals['_DELETEREQUEST']._serialized_end=2647
+  _globals['_RELOADREQUEST']._serialized_start=2649
+  _globals['_RELOADREQUEST']._serialized_end=2664
+  _globals['_RELOADRESPONSE']._serialized_start=2666
+  _globals['_RELOADRESPONSE']._serialized_end=2722
+  _globals['_RETRIEVALSERVICE']._serialized_start=2725
+  _globals['_RETRIEVALSERVICE']._serialized_end=2894
+  _globals['_LEAFSERVICE']._serialized_start=2897
+  _globals['_LEAFSERVICE']._serialized_end=3066
+  _globals['_ADMINSERVICE']._serialized_start=3069
+  _globals['_ADMINSERVICE']._serialized_end=3531
 # @@protoc_insertion_point(module_scope)

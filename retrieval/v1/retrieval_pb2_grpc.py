@@ -142,6 +142,127 @@ class RetrievalService:
             _registered_method=True)
 
 
+class LeafServiceStub:
+    """Calls `adindex root` makes to its leaves (read-only; admin changes use AdminService).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetLeafStatus = channel.unary_unary(
+                '/retrieval.v1.LeafService/GetLeafStatus',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.LeafStatusRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.LeafStatus.FromString,
+                _registered_method=True)
+        self.LookupIds = channel.unary_unary(
+                '/retrieval.v1.LeafService/LookupIds',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.LookupIdsResponse.FromString,
+                _registered_method=True)
+
+
+class LeafServiceServicer:
+    """Calls `adindex root` makes to its leaves (read-only; admin changes use AdminService).
+    """
+
+    def GetLeafStatus(self, request, context):
+        """The shard, and the versions held and served (the root polls it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupIds(self, request, context):
+        """Which of these ids the leaf does not know (the root checks an admin call on every leaf
+        involved before changing anything).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LeafServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetLeafStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLeafStatus,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.LeafStatusRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.LeafStatus.SerializeToString,
+            ),
+            'LookupIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupIds,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.LookupIdsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'retrieval.v1.LeafService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('retrieval.v1.LeafService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LeafService:
+    """Calls `adindex root` makes to its leaves (read-only; admin changes use AdminService).
+    """
+
+    @staticmethod
+    def GetLeafStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.LeafService/GetLeafStatus',
+            retrieval_dot_v1_dot_retrieval__pb2.LeafStatusRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.LeafStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.LeafService/LookupIds',
+            retrieval_dot_v1_dot_retrieval__pb2.EligibilityRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.LookupIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AdminServiceStub:
     """State-changing calls, kept apart from RetrievalService so they can be locked down (a bearer
     token in the `authorization` metadata when the server is started with one). Every call that
@@ -179,6 +300,11 @@ class AdminServiceStub:
                 '/retrieval.v1.AdminService/Reload',
                 request_serializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadResponse.FromString,
+                _registered_method=True)
+        self.SwitchVersion = channel.unary_unary(
+                '/retrieval.v1.AdminService/SwitchVersion',
+                request_serializer=retrieval_dot_v1_dot_retrieval__pb2.SwitchVersionRequest.SerializeToString,
+                response_deserializer=retrieval_dot_v1_dot_retrieval__pb2.LeafStatus.FromString,
                 _registered_method=True)
 
 
@@ -219,7 +345,16 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reload(self, request, context):
-        """Load the newest published version now instead of waiting for the watcher.
+        """Load the newest published version now instead of waiting for the watcher. A leaf
+        (`serve --shard`) only prepares it; its root switches every leaf once all hold it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SwitchVersion(self, request, context):
+        """Leaf only (sent by its root): serve this already loaded version to unpinned calls and
+        release older ones (FAILED_PRECONDITION when it is not loaded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -252,6 +387,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadRequest.FromString,
                     response_serializer=retrieval_dot_v1_dot_retrieval__pb2.ReloadResponse.SerializeToString,
+            ),
+            'SwitchVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.SwitchVersion,
+                    request_deserializer=retrieval_dot_v1_dot_retrieval__pb2.SwitchVersionRequest.FromString,
+                    response_serializer=retrieval_dot_v1_dot_retrieval__pb2.LeafStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +533,33 @@ class AdminService:
             '/retrieval.v1.AdminService/Reload',
             retrieval_dot_v1_dot_retrieval__pb2.ReloadRequest.SerializeToString,
             retrieval_dot_v1_dot_retrieval__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SwitchVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/retrieval.v1.AdminService/SwitchVersion',
+            retrieval_dot_v1_dot_retrieval__pb2.SwitchVersionRequest.SerializeToString,
+            retrieval_dot_v1_dot_retrieval__pb2.LeafStatus.FromString,
             options,
             channel_credentials,
             insecure,

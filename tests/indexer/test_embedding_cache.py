@@ -15,13 +15,13 @@ import pytest
 from indexer import artifact
 from indexer.build import BuildConfig, build
 from indexer.catalog import write_catalog_jsonl
+from indexer.embedding import embedder_identity
 from indexer.embedding_cache import (
     IDENTITY_FILE,
     MAX_PARTS,
     CacheKey,
     EmbeddingCache,
     embed_with_cache,
-    embedder_identity,
 )
 from indexer.manifest import Manifest
 from support import HashEmbedder, make_records

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from indexer.catalog import read_catalog
+from indexer.pins import read_pins
 from indexer.records import DEVICES, AdRecord, Targeting
 from indexer.sample import (
     CATEGORIES,
+    PINS_FILE,
+    SAMPLE_NOW_UNIX_S,
     Pin,
     SampleUser,
     category_of,
@@ -219,6 +222,18 @@ def test_users_shape(users: tuple[SampleUser, ...]) -> None:
     assert {len(u.pins) for u in users} == set(range(3, 9))
 
 
+def test_pins_have_unique_ids_categories_and_engagement_times(
+    users: tuple[SampleUser, ...],
+) -> None:
+    pins = [p for u in users for p in u.pins]
+    assert len({p.pin_id for p in pins}) == len(pins)
+    for u in users:
+        assert {p.category for p in u.pins} == set(u.interests)  # every interest has a pin
+    times = [p.engaged_at_unix_s for p in pins]
+    assert min(times) >= SAMPLE_NOW_UNIX_S - 120 * 86_400 and max(times) < SAMPLE_NOW_UNIX_S
+    assert len(set(times)) > 0.9 * len(times)
+
+
 def test_pin_text() -> None:
     assert Pin("Boho ideas", "Loving it.").text() == "Boho ideas. Loving it."
 
@@ -247,6 +262,11 @@ def test_write_sample_is_byte_identical_and_readable(tmp_path: Path) -> None:
     assert catalog.records == generate_catalog(300)
     assert catalog.rejects == []
     assert read_users(first[1]) == generate_users(20)  # the default seeds go together
+    pins_path = tmp_path / "a" / PINS_FILE
+    assert pins_path.read_bytes() == (tmp_path / "b" / PINS_FILE).read_bytes()
+    pins = read_pins(pins_path)
+    expected = [(p.pin_id, p.title, p.description) for u in generate_users(20) for p in u.pins]
+    assert [(p.pin_id, p.title, p.description) for p in pins.records] == expected
 
 
 def test_write_sample_seed_changes_files(tmp_path: Path) -> None:

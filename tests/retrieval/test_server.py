@@ -21,6 +21,7 @@ from indexer.build import BuildResult
 from indexer.manifest import Manifest
 from indexer.records import AdRecord
 from retrieval.client import RetrievalClient
+from retrieval.controller import ControllerConfig
 from retrieval.server import RunningServer, ServerConfig, create_server
 from retrieval.v1 import retrieval_pb2
 
@@ -29,7 +30,14 @@ VectorCatalog = tuple[Path, list[AdRecord], np.ndarray]
 
 @pytest.fixture(scope="module")
 def server(built_index: BuildResult) -> Iterator[RunningServer]:
-    running = create_server(ServerConfig(port=0, index=built_index.version_dir.parent, max_k=500))
+    # The build's point throughout (these tests check it); recall control has its own tests.
+    config = ServerConfig(
+        port=0,
+        index=built_index.version_dir.parent,
+        max_k=500,
+        recall_control=ControllerConfig(enabled=False),
+    )
+    running = create_server(config)
     yield running
     running.stop()
 
