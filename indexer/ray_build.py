@@ -255,8 +255,11 @@ def encode_on_ray(
     xb: np.ndarray | None = None
     done = np.zeros(n, dtype=bool)
     by_node: Counter[str] = Counter()
-    with tqdm(total=n, desc="Embedding on Ray", unit="text") as bar:
-        for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+    # Closed on the way out, error or not: an abandoned iterator shuts its executor down only
+    # when collected, after ray.shutdown(), and that shutdown re-connects a driver to Ray.
+    batches = iter(out.iter_batches(batch_size=None, batch_format="numpy"))
+    with tqdm(total=n, desc="Embedding on Ray", unit="text") as bar, _closing(batches):
+        for batch in batches:
             found = set(batch["identity"].tolist())
             if found != {identity}:
                 raise BuildError(
@@ -275,6 +278,16 @@ def encode_on_ray(
         raise BuildError(f"Ray returned vectors for {int(done.sum())} of {n} texts")
     logger.info("Texts embedded per node: %s", {k[:8]: v for k, v in by_node.items()})
     return xb
+
+
+@contextmanager
+def _closing(it: Iterator[object]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 # --- indexing ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ test in test_ray_cli.py runs the real model through ``adindex build --engine ray
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import socket
@@ -200,6 +201,10 @@ def test_actors_with_another_embedder_are_refused(cluster: Cluster, tmp_path: Pa
     with pytest.raises(BuildError, match="refusing to mix vectors of different embedders"):
         build(config, embedder_factory=WorkerEmbedder)
     assert artifact.list_versions(tmp_path / "idx") == []
+    # The abandoned Ray Data iterator was closed in the build: collecting it now must not
+    # shut an executor down late, which re-connects this process to the cluster.
+    gc.collect()
+    assert not ray.is_initialized()
 
 
 def test_without_an_address_a_build_starts_its_own_ray(
