@@ -79,7 +79,7 @@ class RayOptions:
     # Embedding actors, each loading the model once (None: one per cpus_per_actor CPUs of the
     # cluster). They run after the catalog is read, so they may take every CPU.
     actors: int | None = None
-    cpus_per_actor: int = 1  # CPUs reserved per actor = its torch / OpenMP threads
+    cpus_per_actor: int = 1  # CPUs reserved per actor = its embedder's threads
     batch_size: int = 256  # texts per actor call
     add_block_rows: int = 100_000  # vectors per parallel FAISS add task
 

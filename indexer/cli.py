@@ -165,7 +165,7 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
         "--ray-cpus-per-actor",
         type=int,
         default=r.cpus_per_actor,
-        help="CPUs (= torch threads) per embedding actor (default: %(default)s)",
+        help="CPUs per embedding actor, and its embedder's threads (default: %(default)s)",
     )
     add(
         "--embedding-cache",

@@ -52,7 +52,12 @@ from indexer.build import (
 )
 from indexer.catalog import catalog_files, catalog_sha256, read_part
 from indexer.catalog_validation import CatalogPart, decide
-from indexer.embedding import Embedder, SentenceTransformerEmbedder, embedder_identity
+from indexer.embedding import (
+    DEFAULT_BACKEND,
+    Embedder,
+    SentenceTransformerEmbedder,
+    embedder_identity,
+)
 from indexer.params import IndexParams
 from indexer.records import Catalog, CatalogError
 
@@ -75,7 +80,12 @@ def build_on_ray(
         BuildError: no cluster at ``config.ray.address``, or actors embedding with another
             embedder than the driver's; plus everything a local build raises.
     """
-    factory = embedder_factory or partial(SentenceTransformerEmbedder, config.model)
+    # The default embedder runs its own thread pool (ONNX Runtime): one thread per reserved
+    # CPU, or two actors on two cores run four threads and crawl.
+    threads = config.ray.cpus_per_actor if DEFAULT_BACKEND == "onnx" else None
+    factory = embedder_factory or partial(
+        SentenceTransformerEmbedder, config.model, threads=threads
+    )
     timings: dict[str, float] = {}
     faiss.omp_set_num_threads(config.threads)
     with ray_session(config.ray, timings) as nodes:
@@ -197,7 +207,7 @@ class _EmbedActor:
     """A Ray Data actor: loads the embedder once, then embeds batch after batch."""
 
     def __init__(self, factory: EmbedderFactory, threads: int):
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch starts its pool
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch or OpenMP start a pool
         self.embedder = factory()
         if "torch" in sys.modules:  # torch's intra-op pool is per process: size it on purpose
             sys.modules["torch"].set_num_threads(threads)
