@@ -33,6 +33,7 @@ from retrieval.controller import SearchPoint
 from retrieval.eligibility import Overlay, RequestFilter, View
 from retrieval.errors import DimensionMismatch, InvalidArgument
 from retrieval.targeting import TargetingIndex
+from retrieval.wire import CandidateTable
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Searcher:
         )
         ann.use_serving_implementation(art.index)
         self.targeting = TargetingIndex(art.ads)
+        # Every ad's Candidate serialised once: responses are concatenated (retrieval.wire)
+        self.candidates = CandidateTable(art.ads, art.shard or 0)
         self.overlay = Overlay(art)
         self._view = self.overlay.view()
 
