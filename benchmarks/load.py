@@ -156,13 +156,30 @@ def _client_process(
     conn.close()
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux ``/proc``; None elsewhere)."""
+def _stat(pid: int | str) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its live descendants so far (a server of
+    several processes); Linux ``/proc``, None elsewhere."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (f := _stat(entry.name)) is not None:
+            parent_of[int(entry.name)] = (int(f[1]), f)  # ppid, fields
+    tree, total = {pid}, 0.0
+    for _ in range(8):  # descendants, a few generations deep
+        tree |= {p for p, (ppid, _) in parent_of.items() if ppid in tree}
+    for p in tree:
+        f = fields if p == pid else parent_of[p][1]
+        total += int(f[11]) + int(f[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def drive(run: LoadRun, xq: np.ndarray, server_pid: int | None = None) -> LoadResult:
@@ -224,7 +241,12 @@ def summarize(run: LoadRun, samples: Sequence[tuple[float, float, str]]) -> Load
 
 
 class Server:
-    """``adindex serve`` in a subprocess on a free loopback port; SIGTERM on exit."""
+    """``adindex serve`` in a subprocess on a free loopback port; SIGTERM on exit.
+
+    ``code``: run the server from this checkout of the repository instead (A/B of two code
+    versions: ``git worktree add`` or ``git archive`` a commit there). ``bare``: run
+    ``benchmarks.bare_server`` instead (the floor: gRPC around the same FAISS search).
+    """
 
     def __init__(
         self,
@@ -233,7 +255,14 @@ class Server:
         workers: int,
         extra: Sequence[str] = (),
         alone_threads: int | None = None,
+        *,
+        code: Path | None = None,
+        bare: bool = False,
     ):
+        if bare:
+            module = ["benchmarks.bare_server", "--index", str(index), "--workers", str(workers)]
+            self._start([sys.executable, "-m", *module, *extra], code)
+            return
         cmd = [
             sys.executable,
             "-m",
@@ -256,7 +285,13 @@ class Server:
             "4096",
             *extra,
         ]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        self._start(cmd, code)
+
+    def _start(self, cmd: Sequence[str], code: Path | None) -> None:
+        env = None
+        if code is not None:  # its packages first: cwd is sys.path[0] for -m
+            env = {**os.environ, "PYTHONPATH": str(code.resolve())}
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=code, env=env)
         self.pid = self.proc.pid
         assert self.proc.stderr is not None
         port, lines = 0, []
@@ -328,6 +363,39 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: the server's own)",
     )
     r.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="with --index: also run `adindex serve` from this checkout (repeat; A/B of code "
+        "versions, e.g. base=/tmp/base new=.); settings are named LABEL:off",
+    )
+    r.add_argument(
+        "--processes",
+        type=_ints,
+        default=[],
+        help="with --index: `adindex serve --processes N` to compare, e.g. 1,2",
+    )
+    r.add_argument(
+        "--bare",
+        action="store_true",
+        help="with --index: also run benchmarks.bare_server (gRPC around the same FAISS "
+        "search, nothing else) on the same artifact, interleaved: the floor per call",
+    )
+    r.add_argument(
+        "--bare-processes",
+        type=_ints,
+        default=[1],
+        help="with --bare: processes of the bare server sharing the port, e.g. 1,2",
+    )
+    r.add_argument(
+        "--bare-threads",
+        type=_ints,
+        default=[1],
+        help="with --bare: OpenMP threads of its every search, e.g. 1,2 (2: what adindex gives "
+        "a lone search)",
+    )
+    r.add_argument(
         "--workers",
         type=int,
         default=16,
@@ -380,34 +448,95 @@ def _levels(args: argparse.Namespace, target: str) -> list[LoadRun]:
     return runs
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One server under test: adindex (batching, lone-search threads, code checkout) or bare."""
+
+    name: str
+    batching: str = "off"
+    alone_threads: int | None = None  # None: the server's default
+    code: Path | None = None  # None: this checkout
+    bare: bool = False
+    processes: int = 1
+    omp_threads: int = 1  # bare: OpenMP threads of every search
+
+    def start(self, args: argparse.Namespace) -> Server:
+        if self.bare:
+            extra = ["--processes", str(self.processes), "--omp-threads", str(self.omp_threads)]
+            return Server(args.index.resolve(), False, args.workers, extra, bare=True)
+        extra = ["--processes", str(self.processes)] if self.processes > 1 else []
+        return Server(
+            args.index.resolve(),
+            self.batching == "on",
+            args.workers,
+            extra,
+            alone_threads=self.alone_threads,
+            code=self.code,
+        )
+
+
+def settings(args: argparse.Namespace) -> list[Setting]:
+    """The servers to compare: every code checkout x batching x lone-search threads x
+    processes, then the bare server(s) when asked for. Names: ``[LABEL:]off[/a2][/p2]``,
+    ``bare[/t2][/p2]``."""
+    if not args.index:
+        return [Setting("?")]
+    codes: list[tuple[str, Path | None]] = [("", None)]
+    if args.code:
+        codes = [(label, Path(path)) for label, _, path in (c.partition("=") for c in args.code)]
+    out = []
+    for label, code in codes:
+        for batching in args.batching.split(","):
+            for alone in args.alone_threads or [None]:
+                for procs in args.processes or [1]:
+                    name = (f"{label}:" if label else "") + batching
+                    name += "" if alone is None else f"/a{alone}"
+                    name += f"/p{procs}" if args.processes else ""
+                    out.append(Setting(name, batching, alone, code, processes=procs))
+    for procs in args.bare_processes if args.bare else []:
+        for threads in args.bare_threads:
+            name = "bare" + (f"/t{threads}" if threads > 1 else "")
+            name += f"/p{procs}" if len(args.bare_processes) > 1 or procs > 1 else ""
+            out.append(Setting(name, bare=True, processes=procs, omp_threads=threads))
+    return out
+
+
 def _describe(
-    args: argparse.Namespace, target: str, xq: np.ndarray, setting: str
+    args: argparse.Namespace, target: str, xq: np.ndarray, setting: Setting
 ) -> dict[str, Any]:
     """What is being measured: the served index, and its recall@k through the server."""
+    from indexer.artifact import read_manifest, resolve
     from retrieval.client import RetrievalClient
 
-    with RetrievalClient(target) as client:
-        info = client.info()
-    batching, _, alone = setting.partition("/a")
     extra: dict[str, Any] = {
-        "setting": setting,  # batching, and /aN when --alone-threads is compared
-        "batching": batching,
-        "alone_threads": int(alone) if alone else None,  # None: the server's default
-        "index_key": info.index_factory,
-        "nb": info.ad_count,
-        "default_nprobe": info.default_nprobe,
+        "setting": setting.name,
+        "server": "bare" if setting.bare else "adindex",
+        "batching": None if setting.bare else setting.batching,
+        "alone_threads": setting.alone_threads,  # None: the server's default
+        "server_processes": setting.processes,
+        "bare_omp_threads": setting.omp_threads if setting.bare else None,
+        "code": str(setting.code) if setting.code else None,
         "server_workers": args.workers if args.index else None,  # unknown for --server
     }
+    if setting.bare:  # it answers Retrieve only
+        m = read_manifest(resolve(args.index))
+        nprobe = args.nprobe or m.search.nprobe
+        extra |= {"index_key": m.index.factory, "nb": m.counts.ads, "default_nprobe": nprobe}
+    else:
+        with RetrievalClient(target) as client:
+            info = client.info()
+        extra |= {
+            "index_key": info.index_factory,
+            "nb": info.ad_count,
+            "default_nprobe": info.default_nprobe,
+        }
     truth_path = args.index.parent / "truth.npy" if args.index else None
     if truth_path is not None and truth_path.is_file():
         n = min(args.recall_queries, len(xq))
         truth = np.load(truth_path)[:n]
         extra["recall_at_k"] = served_recall(target, xq[:n], truth, args.k, args.nprobe)
         logger.info(
-            "recall@%d through the server (%s): %.4f",
-            args.k,
-            setting,
-            extra["recall_at_k"],
+            "recall@%d through the server (%s): %.4f", args.k, setting.name, extra["recall_at_k"]
         )
     return extra
 
@@ -421,23 +550,19 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
     xq = np.load(queries).astype(np.float32)
     servers: dict[str, Server] = {}
     try:
+        specs = {s.name: s for s in settings(args)}
         targets = {"?": args.server} if args.server else {}
         pids: dict[str, int | None] = {"?": args.server_pid}
-        for batching in args.batching.split(",") if args.index else []:
-            for alone in args.alone_threads or [None]:
-                setting = batching if alone is None else f"{batching}/a{alone}"
-                servers[setting] = Server(
-                    args.index, batching == "on", args.workers, alone_threads=alone
-                )
-                targets[setting] = servers[setting].target
-                pids[setting] = servers[setting].pid
-        extras = {setting: _describe(args, t, xq, setting) for setting, t in targets.items()}
+        for name, spec in specs.items() if args.index else ():
+            servers[name] = spec.start(args)
+            targets[name], pids[name] = servers[name].target, servers[name].pid
+        extras = {name: _describe(args, t, xq, specs[name]) for name, t in targets.items()}
         rows = []
         for level in _levels(args, "127.0.0.1:0"):  # each run gets its server below
             for round_ in range(args.rounds):
-                for setting, target in targets.items():
+                for name, target in targets.items():
                     run = dataclasses.replace(level, target=target)
-                    row = record(drive(run, xq, pids[setting]), round=round_, **extras[setting])
+                    row = record(drive(run, xq, pids[name]), round=round_, **extras[name])
                     keys = (
                         "setting",
                         "mode",
