@@ -335,7 +335,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     m.add_argument("--nb", type=int, default=100_000)
     m.add_argument("--nq", type=int, default=1000)
     m.add_argument("--out", type=Path, required=True)
-    m.add_argument("--factory", default="IVF1024,PQ96x4fs,RFlat", help="(adindex's choice at 100k)")
+    m.add_argument(
+        "--factory",
+        default="IVF1024,PQ96x4fs,RFlat",
+        help="(adindex's choice at 100k); auto: the build's own choice for the size",
+    )
+    m.add_argument(
+        "--dataset",
+        choices=("calibrated", "sample"),
+        default="calibrated",
+        help="calibrated synthetic vectors, or the sample catalog embedded with the real model "
+        "(--nb ads, --nq users)",
+    )
     m.add_argument(
         "--target-recall", type=float, default=0.95, help="recall@100 the defaults must reach"
     )
@@ -589,7 +600,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parse_args(argv)
     if args.command == "make-index":
-        version_dir = make_index(args.nb, args.nq, args.out, args.factory, args.target_recall)
+        factory = None if args.factory == "auto" else args.factory
+        version_dir = make_index(
+            args.nb, args.nq, args.out, factory, args.target_recall, args.dataset
+        )
         print(f"published {version_dir}; queries and truth in {args.out}")
         return 0
     rows = run_load(args)

@@ -82,8 +82,13 @@ def _setting(row: dict[str, Any]) -> str:
 
 
 def _label(setting: str) -> str:
-    batching, _, alone = setting.partition("/a")
-    return f"batching {batching}" + (f", lone search {alone} threads" if alone else "")
+    """A legend entry: ``[LABEL:]off[/a2][/p2]`` or ``bare[/t2][/p2]`` spelled out."""
+    code, _, rest = setting.rpartition(":")
+    first, *options = rest.split("/")
+    words = {"a": "lone search {} threads", "t": "{} OpenMP threads", "p": "{} processes"}
+    label = "bare server" if first == "bare" else f"batching {first}"
+    label += "".join(f", {words[o[0]].format(o[1:])}" for o in options if o[:1] in words)
+    return f"{code}: {label}" if code else label
 
 
 def _mean(rounds: Sequence[dict[str, Any]], field: str) -> float:
