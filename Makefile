@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast lint typecheck proto check-proto bench cluster clean
+.PHONY: demo test test-fast lint typecheck proto check-proto docs check-docs bench cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/adindex demo
 
-test: $(STAMP) lint typecheck check-proto
+test: $(STAMP) lint typecheck check-proto check-docs
 	$(BIN)/python -m pytest --durations=25
 
 # Everything except tests that load the real embedding model.
@@ -40,6 +40,14 @@ proto: $(STAMP)
 # Regenerate and fail if the committed code differs from what the .proto says.
 check-proto: proto
 	git diff --exit-code -- retrieval/v1/ || (echo "generated code is stale: run 'make proto' and commit" && exit 1)
+
+# Tables, plots and figures in docs/*.md from the committed raw results in docs/results/*.jsonl
+# (docs/benchmarks.md, "How figures are made"). check-docs fails when a doc differs from them.
+docs: $(STAMP)
+	$(BIN)/python -m benchmarks.docs
+
+check-docs: $(STAMP)
+	$(BIN)/python -m benchmarks.docs --check
 
 # Recall/latency of adindex vs raw FAISS, exact search, hnswlib and LanceDB (docs/benchmarks.md).
 # make bench DATASET=calibrated-1m   (also: calibrated-100k, sample, esci, fashion-mnist)

@@ -25,7 +25,8 @@ class BenchConfig:
     nq_eval: int = 1_000  # first nq_eval queries: recall, latency and QPS are measured on them
     warmup: int = 100
     repeats: int = 2  # timed passes over the nq_eval queries
-    qps_threads: int = 2
+    qps_threads: int = 2  # throughput run: 2 concurrent callers (or one batch on 2 threads)
+    grpc_alone_threads: int = 1  # adindex-grpc's --alone-threads: 1 = equal to the other systems
     systems: tuple[str, ...] = SYSTEMS
     factory: str | None = None  # adindex index; None: indexer.params chooses
     k_factor: int | None = None  # adindex re-ranking depth; None: indexer.params chooses
@@ -45,6 +46,7 @@ class BenchConfig:
     out: Path = RESULTS_DIR
     workdir: Path | None = None  # None: a temporary directory, removed afterwards
     artifact: Path | None = None  # reuse this adindex artifact (built over the same vectors)
+    command: str = ""  # the command line that asked for this run (recorded in every row)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -54,7 +56,16 @@ class BenchConfig:
             raise ValueError(f"unknown systems {sorted(unknown)}; choose from {SYSTEMS}")
         if {"faiss-ivf", "adindex-grpc"} & set(self.systems) and "adindex" not in self.systems:
             raise ValueError("faiss-ivf and adindex-grpc search adindex's artifact: add adindex")
-        for name in ("nb", "nq", "k", "nq_eval", "repeats", "qps_threads", "hnsw_m"):
+        for name in (
+            "nb",
+            "nq",
+            "k",
+            "nq_eval",
+            "repeats",
+            "qps_threads",
+            "hnsw_m",
+            "grpc_alone_threads",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.warmup < 0:
@@ -81,8 +92,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # adindex builds what indexer.params chooses for 1M x 384 (IVF2048,PQ192x4fs,RFlat,
         # 64 training points per list) and its build-time tuning picks the default point.
         "nprobes": (64, 128, 192, 256, 320, 384, 512, 768),
-        # efConstruction 200 ran at 108-142 s per 50k vectors on the shared cores (projected
-        # 45-60 min for 1M): 100, as the benchmark brief allows beyond ~40 min.
+        # efConstruction 100: 200 projects well past ~40 min on 2 shared cores (Hnsw's pilot
+        # build records its projection in each row's extra), as the benchmark brief allows.
         "hnsw_ef_construction": 100,
         "ef_search": (100, 128, 192, 256, 384, 512, 768, 1024),
         "lance_nprobes": (20, 50, 100, 200, 400),

@@ -1,4 +1,4 @@
-"""Measurement core: one run's record, the timing loops, recall, and facts about the machine.
+"""Measurement core: one run's record, the timing loops, recall, and memory.
 
 Timing follows faiss's ``RepeatTimer(warmup=1, runs=...)``: warm up on a prefix of the queries,
 then time every single query ``repeats`` times and report p50 and p99 over all samples. Recall is
@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
-from indexer.ann import recall_at_k
+from indexer.ann import omp_threads, recall_at_k
 
 logger = logging.getLogger(__name__)
 
 SearchOne = Callable[[int], np.ndarray]  # query row -> ids found, best first
+# OpenMP threads of one search in every system's single-query and concurrent-caller timings:
+# equal for all systems (``System.threads`` records it per row; docs/benchmarks.md).
+SEARCH_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class Timing:
 
 @dataclass
 class RunRecord:
-    """One JSON line: a system at one operating point on one dataset."""
+    """One JSON line: a system at one operating point on one dataset (self-describing: the
+    dataset and its size, the threads, and where, when and by which command it was measured)."""
 
     name: str
     index_key: str
@@ -68,15 +70,21 @@ class RunRecord:
     build_s: float
     index_bytes: int
     rss_mb: float
-    threads: dict[str, Any]
+    threads: dict[str, Any]  # see ``System.threads``: single-query, QPS and build threads
     dataset: str
+    nb: int
+    d: int
     truth: str  # the exact search recall is measured against: "ip" (cosine) or "l2"
     latency_samples: int
+    command: str
     load_avg_1m: float
     git_sha: str
     machine: dict[str, Any]
+    time_utc: str
     extra: dict[str, Any] = field(default_factory=dict)
     pareto: bool = False
+    benchmark: str = "recall_latency"
+    kind: str = "point"
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -89,7 +97,8 @@ class RunRecord:
 
 
 def time_queries(search: SearchOne, nq: int, *, warmup: int, repeats: int) -> Timing:
-    """Warm up, then time each of ``nq`` single-query searches ``repeats`` times.
+    """Warm up, then time each of ``nq`` single-query searches ``repeats`` times, one at a time
+    on the calling thread, with FAISS on ``SEARCH_THREADS`` OpenMP thread.
 
     Args:
         search: runs query row i and returns the ids found, best first.
@@ -97,24 +106,30 @@ def time_queries(search: SearchOne, nq: int, *, warmup: int, repeats: int) -> Ti
         warmup: queries run once, untimed, first (caches, lazy initialisation, JIT-like paths).
         repeats: timed passes over all nq queries.
     """
-    for i in range(min(warmup, nq)):
-        search(i)
     found: list[np.ndarray] = []
     lat = np.empty(repeats * nq, dtype=np.float64)
-    for r in range(repeats):
-        for i in range(nq):
-            t0 = time.perf_counter()
-            ids = search(i)
-            lat[r * nq + i] = time.perf_counter() - t0
-            if r == 0:
-                found.append(np.asarray(ids, dtype=np.int64))
+    with omp_threads(SEARCH_THREADS):
+        for i in range(min(warmup, nq)):
+            search(i)
+        for r in range(repeats):
+            for i in range(nq):
+                t0 = time.perf_counter()
+                ids = search(i)
+                lat[r * nq + i] = time.perf_counter() - t0
+                if r == 0:
+                    found.append(np.asarray(ids, dtype=np.int64))
     return Timing(found=found, latencies_ms=lat * 1000.0)
 
 
 def concurrent_qps(search: SearchOne, nq: int, *, threads: int) -> float:
-    """Throughput of ``threads`` callers, each issuing single queries, over rows 0..nq-1."""
+    """Throughput of ``threads`` callers, each issuing single queries, over rows 0..nq-1; each
+    caller's FAISS searches run on ``SEARCH_THREADS`` OpenMP thread (a new thread would get
+    OpenMP's default, one per core: ``threads`` callers would then oversubscribe the cores)."""
+    import faiss
+
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    init = partial(faiss.omp_set_num_threads, SEARCH_THREADS)
+    with ThreadPoolExecutor(max_workers=threads, initializer=init) as pool:
         list(pool.map(search, range(nq)))
     return nq / (time.perf_counter() - t0)
 
@@ -136,57 +151,3 @@ def rss_mb(pid: int | None = None) -> float:
 def dir_bytes(path: Path) -> int:
     """Total size of the files under ``path``."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def git_sha(repo: Path | None = None) -> str:
-    """HEAD of the repository, with ``-dirty`` when the work tree has uncommitted changes."""
-    try:
-        cwd = str(repo) if repo else None
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=cwd,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=cwd,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """CPU model, cores, memory and software versions of this machine."""
-    import faiss
-
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "faiss": faiss.__version__,
-        "host": platform.node(),
-    }
-
-
-def load_avg() -> tuple[float, float, float]:
-    return os.getloadavg()

@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import logging
@@ -150,19 +151,14 @@ class MixtureParams:
 
 # Calibrated by damped Gauss-Newton steps on finite differences of neighbour_stats at
 # nb=54,667, nq=1,000, nlist=1,024, seed 1338 (0.03 = one unit of error for every statistic).
-# Measured with these values (real all-MiniLM-L6-v2 in brackets):
-#   cos_1st 0.648 (0.65)  cos_kth 0.445 (0.45)  cos_random 0.110 (0.11)
-#   locality nprobe 8 / 16 / 128: 0.730 / 0.821 / 0.967 (0.73 / 0.82 / 0.96)
-# Seeds 1 and 2 give 0.649 / 0.448-0.452 / 0.110-0.112 and 0.739-0.750 / 0.826-0.837 / 0.970-0.973.
-# At scale, with the same ~53 vectors per list (nlist = default_nlist(nb)):
-#   nb=218,668, nlist 4,096: cos 0.664 / 0.494 / 0.111, locality 0.759 / 0.840 / 0.960
-#   nb=1,000,000, nlist 16,384 (k-means trained on a 300,000 sample, assigned all):
-#     cos 0.676 / 0.534 / 0.110, locality 0.812 / 0.871 / 0.952 (denser neighbourhoods: drifts up)
-#   (with cluster_growth=1, i.e. clusters in proportion to nb, locality fell to 0.61 / 0.69 / 0.90;
-#   with cluster_growth=0 it rose to 0.87 / 0.93 / 0.99; 0.5 keeps it at the real values).
+# What these values reach, at that size and at scale with the same ~53 vectors per list
+# (``python -m benchmarks.datasets --nb N``), beside REAL_MINILM_STATS: docs/benchmarks.md,
+# "Neighbour statistics". Clusters in proportion to nb (cluster_growth=1) made IVF locality fall
+# as nb grew and a fixed number of clusters (0) made it rise; sqrt(nb) (0.5) keeps it near the
+# real values.
 CALIBRATED = MixtureParams(
     points_per_cluster=37.0,  # at nb=54,667: ~1,480 clusters; fewer per cluster than per list
-    cluster_growth=0.5,  # clusters ~ sqrt(nb): keeps IVF locality steady as nb grows (see above)
+    cluster_growth=0.5,  # clusters ~ sqrt(nb): keeps IVF locality steady as nb grows (above)
     clusters_per_topic=16.0,  # ~92 topics at nb=54,667
     cluster_size_zipf=0.58,  # largest cluster ~70x the smallest at nb=54,667
     spectrum_alpha=0.83,  # top 10 of 384 directions hold 32% of the variance, top 50 hold 57%
@@ -175,6 +171,16 @@ CALIBRATED = MixtureParams(
     query_between_prob=0.3,
     query_iso_weight=0.44,  # scales query cosines down by ~1/sqrt(1 + 0.44^2 / |q|^2)
 )
+
+
+# An outside 1M x 384 set whose queries' neighbours are tightly packed: the 1st and the 100th
+# at cosine ~0.54 and ~0.44 (calibrated at 1M: 0.676 / 0.534). Its queries sit further off the
+# catalog's manifold, which scales every query cosine down by ~0.8: at 1M the exact top-100
+# spans only ~0.11 of cosine, so PQ's scoring error reorders it and re-ranking must go deep.
+TIGHT_STATS: dict[str, float] = {"cos_1st": 0.54, "cos_kth": 0.44}
+
+# CALIBRATED with noisier queries (measured with neighbour_stats: docs/index-parameters.md).
+TIGHT = dataclasses.replace(CALIBRATED, query_iso_weight=1.15)
 
 
 @dataclass(frozen=True)
@@ -325,6 +331,15 @@ def calibrated(nb: int, nq: int, d: int = 384, *, seed: int = 1338) -> Dataset:
     return generate(nb, nq, d, params=CALIBRATED, seed=seed)
 
 
+def tight(nb: int, nq: int, d: int = 384, *, seed: int = 1338) -> Dataset:
+    """The calibrated catalog with tightly packed query neighbourhoods (``TIGHT``, ``TIGHT_STATS``).
+
+    The base vectors are those of ``calibrated(nb, ...)``; only the queries differ.
+    """
+    ds = generate(nb, nq, d, params=TIGHT, seed=seed)
+    return dataclasses.replace(ds, name=f"tight-{nb}")
+
+
 def default_nlist(nb: int) -> int:
     """nb / 53 rounded to the nearest power of two: the list density of the real measurement."""
     return 1 << max(0, round(math.log2(max(nb / REAL_POINTS_PER_LIST, 1.0))))
@@ -430,7 +445,7 @@ def blobs(
 
     Queries are fresh draws from the same blobs. With ``points_per_blob`` >= k, a query's exact
     top-k lie inside its own blob, which k-means covers with a few lists: IVF locality at
-    nprobe 8 is ~0.99 (0.994 at nb=54,667), which is why such data flatters every IVF index.
+    nprobe 8 is close to 1, which is why such data flatters every IVF index.
 
     Args:
         nb: base vectors; there are max(1, nb // points_per_blob) blobs.
@@ -528,7 +543,7 @@ def load_fashion_mnist(root: Path = FASHION_MNIST_ROOT) -> Dataset | None:
 class StatsRun:
     """One ``python -m benchmarks.datasets`` run: which data, and how to measure it."""
 
-    dataset: Literal["calibrated", "blobs"]
+    dataset: Literal["calibrated", "tight", "blobs"]
     nb: int
     nq: int
     d: int = 384
@@ -543,18 +558,6 @@ class StatsRun:
             raise ValueError(f"nb, nq, threads must be >= 1 and d >= 2; got {self}")
 
 
-def _git_sha() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def format_table(stats: dict[str, float], real: dict[str, float] = REAL_MINILM_STATS) -> str:
     """The statistics beside the real ones, one line each: name, synthetic, real, difference."""
     lines = [f"{'stat':<22}{'synthetic':>10}{'real':>8}{'diff':>8}"]
@@ -564,13 +567,15 @@ def format_table(stats: dict[str, float], real: dict[str, float] = REAL_MINILM_S
     return "\n".join(lines)
 
 
-def run(cfg: StatsRun) -> dict[str, Any]:
-    """Generate the dataset, measure it, and return one JSON-ready record."""
+def run(cfg: StatsRun, cmd: str = "(from Python: benchmarks.datasets.run)") -> dict[str, Any]:
+    """Generate the dataset, measure it, and return one self-describing JSON-ready record."""
     import faiss
+
+    from benchmarks.provenance import provenance
 
     faiss.omp_set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    make = calibrated if cfg.dataset == "calibrated" else blobs
+    make = {"calibrated": calibrated, "tight": tight, "blobs": blobs}[cfg.dataset]
     ds = make(cfg.nb, cfg.nq, cfg.d, seed=cfg.seed)
     gen_s = time.perf_counter() - t0
     logger.info(
@@ -582,13 +587,17 @@ def run(cfg: StatsRun) -> dict[str, Any]:
         ds, k=cfg.k, nlist=nlist, nprobes=nprobes, max_train_points=cfg.max_train_points
     )
     return {
+        "benchmark": "datasets",
+        "kind": "neighbour_stats",
         "name": ds.name,
         **asdict(cfg),
+        "dataset": ds.name,
+        "threads": {"kmeans": cfg.threads},
         "nlist": nlist,
         "gen_s": round(gen_s, 2),
         "stats": {key: round(v, 4) if isinstance(v, float) else v for key, v in stats.items()},
         "real": REAL_MINILM_STATS,
-        "git_sha": _git_sha(),
+        **provenance(cmd),
     }
 
 
@@ -597,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Neighbour statistics of a synthetic dataset vs real MiniLM embeddings."
     )
-    parser.add_argument("--dataset", choices=["calibrated", "blobs"], default="calibrated")
+    parser.add_argument("--dataset", choices=["calibrated", "tight", "blobs"], default="calibrated")
     parser.add_argument("--nb", type=int, default=54_667, help="base vectors")
     parser.add_argument(
         "--nq", type=int, default=1_000, help="queries (at most 1,000 are measured)"
@@ -611,6 +620,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-train-points", type=int, default=None, help="train k-means on a sample this large"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/datasets/neighbour-stats.jsonl"),
+        help="append the JSON line here (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # FAISS's loader logs every SIMD variant it tries at INFO.
@@ -625,7 +640,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_train_points=args.max_train_points,
         threads=args.threads,
     )
-    record = run(cfg)
+    from benchmarks.provenance import command
+
+    record = run(cfg, command(argv, module="benchmarks.datasets"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
     stats = record["stats"]
     print(
         f"{record['name']}: nb={cfg.nb} nq={stats['nq']} d={cfg.d} nlist={stats['nlist']} "

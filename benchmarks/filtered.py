@@ -11,7 +11,8 @@ recall@k is against exact search over the eligible rows only. Then, over a real 
 it pauses ads one at a time and retrieves right after each reply: the number of paused ads
 returned after the pause call returned must be zero.
 
-Output: benchmarks/results/filtered/results.jsonl (one line per run) and a Markdown table.
+Output: benchmarks/results/filtered/results.jsonl (one self-describing line per selectivity and
+mode, and one for the pause run) and a Markdown table.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import indexer  # noqa: F401  (first: OpenMP settings before FAISS loads)
-from benchmarks.core import git_sha, load_avg, machine
 from benchmarks.datasets import calibrated
+from benchmarks.provenance import command, provenance
 from indexer import artifact
 from indexer.ann import exact_search, omp_threads, recall_at_k
 from indexer.build import BuildConfig, build
@@ -59,6 +60,7 @@ class FilteredConfig:
     pauses: int = 200
     seed: int = 1338
     workdir: Path = Path("benchmarks/results/filtered")
+    command: str = "(from Python: benchmarks.filtered.run)"  # recorded in every row
 
     def __post_init__(self) -> None:
         if self.nb < 10_000 or self.nq < 1 or self.k < 1:
@@ -108,13 +110,18 @@ def run_plan(
         "p99_ms": float(np.percentile(lat, 99)),
         "plan": "/".join(sorted(plans)),
         "nprobe": int(np.median(nprobes)),
-        "threads": SEARCH_THREADS,
+        "threads": {"single": SEARCH_THREADS, "how": "one query at a time, 1 OpenMP thread"},
     }
 
 
 def selectivity_runs(
-    cfg: FilteredConfig, art: artifact.Artifact, xq: np.ndarray, drawn: np.ndarray
+    cfg: FilteredConfig,
+    art: artifact.Artifact,
+    xq: np.ndarray,
+    drawn: np.ndarray,
+    base: dict[str, Any],
 ) -> list[dict[str, Any]]:
+    """One row per (selectivity, plan mode), each carrying ``base`` and its own provenance."""
     xb = np.asarray(art.embeddings)
     searchers = {
         "ivf": Searcher(art, max_k=cfg.k, exact_max_rows=0),
@@ -123,12 +130,13 @@ def selectivity_runs(
     }
     out = []
     _, truth = exact_search(xb, xq, cfg.k)
-    base = run_plan(searchers["ivf"], xq, truth, cfg.k, RequestFilter())
+    unfiltered = run_plan(searchers["ivf"], xq, truth, cfg.k, RequestFilter())
     out.append(
-        {"selectivity": 1.0, "country": "", "mode": "unfiltered", "eligible": len(xb), **base}
-    )
+        {**base, "selectivity": 1.0, "country": "", "mode": "unfiltered", "eligible": len(xb),
+         **unfiltered, **provenance(cfg.command)}
+    )  # fmt: skip
     print(
-        f"unfiltered: R@{cfg.k} {base['recall_at_k']:.4f}  p50 {base['p50_ms']:.3f} ms  p99 {base['p99_ms']:.3f} ms"
+        f"unfiltered: R@{cfg.k} {unfiltered['recall_at_k']:.4f}  p50 {unfiltered['p50_ms']:.3f} ms  p99 {unfiltered['p99_ms']:.3f} ms"
     )
     for c, country in enumerate(SHARES):
         rows = np.flatnonzero(drawn == c)
@@ -138,11 +146,13 @@ def selectivity_runs(
             r = run_plan(searcher, xq, truth, cfg.k, flt)
             out.append(
                 {
+                    **base,
                     "selectivity": len(rows) / len(xb),
                     "country": country,
                     "mode": mode,
                     "eligible": len(rows),
                     **r,
+                    **provenance(cfg.command),
                 }
             )
             print(
@@ -172,6 +182,8 @@ def pause_runs(cfg: FilteredConfig, root: Path) -> dict[str, Any]:
         running.stop()
     lat = np.asarray(latencies)
     return {
+        "kind": "pause",
+        "threads": {"single": 1, "how": "one admin call at a time over gRPC (default server)"},
         "pauses": cfg.pauses,
         "paused_ads_returned_after_reply": leaks,
         "pause_call_p50_ms": float(np.percentile(lat, 50)),
@@ -213,25 +225,15 @@ def run(cfg: FilteredConfig) -> None:
     )
     art = artifact.load(root)
     logger.info("dataset + build: %.0f s", time.perf_counter() - t0)
-    load_start = load_avg()[0]
+    base = {"benchmark": "filtered", "kind": "selectivity", "dataset": ds.name, "nb": cfg.nb,
+            "d": ds.d, "nq": cfg.nq, "k": cfg.k, "index_factory": cfg.index_factory,
+            "unfiltered_nprobe": cfg.nprobe, "k_factor": cfg.k_factor}  # fmt: skip
     with omp_threads(SEARCH_THREADS):  # every plan on equal threads (the build set all cores)
-        rows = selectivity_runs(cfg, art, ds.xq, drawn)
-    pause = pause_runs(cfg, root)
-    meta = {
-        "config": {**asdict(cfg), "workdir": str(cfg.workdir)},
-        "machine": machine(),
-        "git_sha": git_sha(),
-        "load_avg_1m": [load_start, load_avg()[0]],
-        "dataset": ds.name,
-        "pause": pause,
-    }
+        rows = selectivity_runs(cfg, art, ds.xq, drawn, base)
+    pause = {**base, **pause_runs(cfg, root), **provenance(cfg.command)}
     with (cfg.workdir / "results.jsonl").open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(
-                json.dumps({**r, "nb": cfg.nb, "k": cfg.k, "index_factory": cfg.index_factory})
-                + "\n"
-            )
-        f.write(json.dumps(meta) + "\n")
+        for r in [*rows, pause]:
+            f.write(json.dumps(r) + "\n")
     table = markdown(rows, cfg.k)
     (cfg.workdir / "results.md").write_text(
         table + f"\n\npause: {json.dumps(pause)}\n", encoding="utf-8"
@@ -287,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             k_factor=args.k_factor,
             pauses=args.pauses,
             workdir=args.workdir,
+            command=command(argv, module="benchmarks.filtered"),
         )
     )
     return 0

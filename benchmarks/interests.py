@@ -1,7 +1,8 @@
 """Several interests against one averaged embedding, and what each interest costs through gRPC.
 
-    python -m benchmarks.interests --out docs/results/interests.jsonl
-    python -m benchmarks.interests --report docs/results/interests.jsonl   # Markdown tables
+    python -m benchmarks.interests --esci-dir ../shared/data/esci_us_subset500
+    python -m benchmarks.publish --from benchmarks/results/interests/results.jsonl \\
+        --to docs/results/interests.jsonl && make docs   # docs/interests.md's tables
 
 Quality: the share of each interest's relevant ads found in the top k.
 
@@ -44,8 +45,9 @@ import numpy as np
 
 import indexer  # noqa: F401  (first: OpenMP settings before FAISS loads)
 from benchmarks.config import RESULTS_DIR
-from benchmarks.core import dir_bytes, git_sha, load_avg, machine, rss_mb
+from benchmarks.core import dir_bytes, rss_mb
 from benchmarks.load import Server
+from benchmarks.provenance import command, load_avg, provenance
 from benchmarks.text_data import ESCI_DIR, RELEVANT_GRADE, load_esci
 from indexer.ann import exact_search, normalize
 from indexer.build import BuildConfig, BuildResult, build
@@ -79,6 +81,7 @@ class InterestsBenchConfig:
     workdir: Path = RESULTS_DIR / "interests"
     cache_dir: Path = RESULTS_DIR / "cache"
     out: Path = RESULTS_DIR / "interests" / "results.jsonl"
+    command: str = "python -m benchmarks.interests"  # the command line, as rows record it
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,21 @@ def quality(
     return out
 
 
+def server_threads() -> dict[str, int]:
+    """The threads behind every row: the server's defaults (``ServerConfig``), one client."""
+    config = ServerConfig()
+    return {"server_omp": config.omp_threads, "server_alone_omp": config.alone_omp_threads,
+            "clients": 1}  # fmt: skip
+
+
+def _described(
+    cfg: InterestsBenchConfig, name: str, kind: str, xb: np.ndarray, row: dict[str, Any]
+) -> dict[str, Any]:
+    """One self-describing row (``benchmarks.docs.REQUIRED``), stamped when it was measured."""
+    return {"benchmark": "interests", "kind": kind, "dataset": name, "nb": len(xb),
+            "d": xb.shape[1], **row, "threads": server_threads(), **provenance(cfg.command)}  # fmt: skip
+
+
 def _configs(cfg: InterestsBenchConfig) -> dict[str, InterestConfig]:
     """Server settings measured: the default, and pin clustering variants (method suffix)."""
     out = {"": InterestConfig()}
@@ -296,7 +314,8 @@ def run_quality(
         rows = []
         for k in ks:
             for r in quality(make_users(k), clients, k, row_of, exact, category):
-                rows.append({"name": "interests-quality", "dataset": name, **r})
+                row = {"name": "interests-quality", **r}
+                rows.append(_described(cfg, name, "quality", xb, row))
         for c in channels.values():
             c.close()
         return rows
@@ -374,25 +393,22 @@ def run_latency(
                     per.append(len(found & set(truth.tolist())) / t)
             recall = round(float(np.mean(per)), 4)
         a = np.array(lat[name])
-        rows.append(
-            {
-                "name": "interests-latency",
-                "dataset": "sample",
-                "setting": name,
-                "n_interests": m,
-                "k": k,
-                "nq": calls,
-                "recall_per_interest": recall,
-                "p50_ms": round(float(np.percentile(a, 50)), 3),
-                "p99_ms": round(float(np.percentile(a, 99)), 3),
-                "qps": round(float(1e3 / a.mean()), 1),
-                "server_rss_mb": round(server_rss, 1),
-                "index_key": info.index_factory,
-                "nprobe": info.default_nprobe,
-                "load_avg_1m_start": round(load0, 2),
-                "load_avg_1m_end": round(load_avg()[0], 2),
-            }
-        )
+        row = {
+            "name": "interests-latency",
+            "setting": name,
+            "n_interests": m,
+            "k": k,
+            "nq": calls,
+            "recall_per_interest": recall,
+            "p50_ms": round(float(np.percentile(a, 50)), 3),
+            "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "qps": round(float(1e3 / a.mean()), 1),
+            "server_rss_mb": round(server_rss, 1),
+            "index_key": info.index_factory,
+            "nprobe": info.default_nprobe,
+            "load_avg_1m_start": round(load0, 2),
+        }  # load_avg_1m (provenance): read after the timed calls
+        rows.append(_described(cfg, "sample", "latency", xb, row))
         logger.info("%s", rows[-1])
     return rows
 
@@ -423,23 +439,14 @@ def run(cfg: InterestsBenchConfig) -> list[dict[str, Any]]:
     rows += run_latency(cfg, result.version_dir, xb, eligible, xp, users, ids)
     m = result.manifest
     common = {
-        "N": m.counts.ads,
-        "d": m.dimension,
         "index_key": m.index.factory,
         "nprobe": m.search.nprobe,
         "k_factor": m.search.k_factor,
         "pins": m.pins.count if m.pins else 0,
         "build_s": round(build_s, 1),
         "index_bytes": dir_bytes(result.version_dir),
-        "threads": {
-            "server_omp": ServerConfig().omp_threads,
-            "server_alone_omp": ServerConfig().alone_omp_threads,
-            "clients": 1,
-        },
         "interest_config": {k: v for k, v in vars(InterestConfig()).items()},
         "sample_users": len(generate_users(cfg.n_users)),
-        "git_sha": git_sha(),
-        "machine": machine(),
     }
     return [{**r, **({} if r["dataset"] == "esci" else common)} for r in rows]
 
@@ -472,44 +479,9 @@ def run_esci(
     m = result.manifest
     for r in rows:
         r.update(
-            {
-                "N": len(xb),
-                "d": m.dimension,
-                "index_key": m.index.factory,
-                "nprobe": m.search.nprobe,
-                "git_sha": git_sha(),
-            }
+            {"index_key": m.index.factory, "nprobe": m.search.nprobe, "k_factor": m.search.k_factor}
         )
     return rows
-
-
-def report(path: Path) -> str:
-    """Markdown tables from the JSON lines."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    out = [
-        "| dataset | k | interests | users | method | recall per interest | worst interest | on topic |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r["name"] == "interests-quality":
-            topic = "" if r["on_topic"] is None else f"{r['on_topic']:.3f}"
-            out.append(
-                f"| {r['dataset']} | {r['k']} | {r['n_interests']} | {r['users']} | {r['method']} | "
-                f"{r['interest_recall']:.3f} | {r['worst_interest_recall']:.3f} | {topic} |"
-            )
-    out += [
-        "",
-        "| call | interests | k | p50 ms | p99 ms | QPS (1 client) | recall per interest |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r["name"] == "interests-latency":
-            recall = "" if r["recall_per_interest"] is None else f"{r['recall_per_interest']:.3f}"
-            out.append(
-                f"| {r['setting']} | {r['n_interests']} | {r['k']} | {r['p50_ms']:.2f} | "
-                f"{r['p99_ms']:.2f} | {r['qps']:.0f} | {recall} |"
-            )
-    return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -529,13 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--esci-dir", type=Path, default=d.esci_dir, help="ESCI subset (default: %(default)s)"
     )
-    p.add_argument(
-        "--report", type=Path, help="print Markdown tables from these JSON lines and exit"
-    )
     args = p.parse_args(argv)
-    if args.report is not None:
-        print(report(args.report))
-        return 0
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -545,13 +511,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_calls=args.latency_calls,
         out=args.out,
         esci_dir=args.esci_dir,
+        command=command(argv, module="benchmarks.interests"),
     )
     rows = run(cfg)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     with cfg.out.open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    print(report(cfg.out))
+    print(f"{len(rows)} rows written to {cfg.out}; docs/interests.md's tables: make docs")
     return 0
 
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from benchmarks.load_index import make_index, served_recall
 from benchmarks.load_report import plot, record, table
+from benchmarks.provenance import command
 
 logger = logging.getLogger(__name__)
 
@@ -330,16 +331,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0]
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="subcommand", required=True)
     m = sub.add_parser("make-index", help="publish an artifact from the calibrated synthetic set")
     m.add_argument("--nb", type=int, default=100_000)
     m.add_argument("--nq", type=int, default=1000)
     m.add_argument("--out", type=Path, required=True)
-    m.add_argument(
-        "--factory",
-        default="IVF1024,PQ96x4fs,RFlat",
-        help="(adindex's choice at 100k); auto: the build's own choice for the size",
-    )
+    m.add_argument("--factory", default=None, help="default: what indexer.params chooses for --nb")
     m.add_argument(
         "--dataset",
         choices=("calibrated", "sample"),
@@ -518,27 +515,53 @@ def _describe(
     """What is being measured: the served index, and its recall@k through the server."""
     from indexer.artifact import read_manifest, resolve
     from retrieval.client import RetrievalClient
+    from retrieval.threads import default_alone_threads
 
+    # Known only when this tool started the server (--index); the server's own default otherwise.
+    alone_threads = setting.alone_threads
+    if alone_threads is None and args.index and not setting.bare:
+        alone_threads = default_alone_threads()
+    dataset = args.index.parent / "dataset.json" if args.index else None
     extra: dict[str, Any] = {
         "setting": setting.name,
         "server": "bare" if setting.bare else "adindex",
         "batching": None if setting.bare else setting.batching,
-        "alone_threads": setting.alone_threads,  # None: the server's default
+        "alone_threads": alone_threads,
         "server_processes": setting.processes,
         "bare_omp_threads": setting.omp_threads if setting.bare else None,
         "code": str(setting.code) if setting.code else None,
+        "dataset": json.loads(dataset.read_text())["dataset"]
+        if dataset and dataset.is_file()
+        else None,
         "server_workers": args.workers if args.index else None,  # unknown for --server
+        # Server: OpenMP threads per search (adindex: 1 while searches overlap, alone_threads for
+        # a lone search; bare: always bare_omp_threads), gRPC workers per process; the clients
+        # run on the same cores (in --procs processes).
+        "threads": {
+            "search": setting.omp_threads if setting.bare else 1,
+            "alone": alone_threads,
+            "batch": 1 if setting.batching == "on" and not setting.bare else None,
+            "workers": args.workers if args.index else None,
+            "server_processes": setting.processes,
+            "client_procs": args.procs,
+        },
     }
     if setting.bare:  # it answers Retrieve only
         m = read_manifest(resolve(args.index))
         nprobe = args.nprobe or m.search.nprobe
-        extra |= {"index_key": m.index.factory, "nb": m.counts.ads, "default_nprobe": nprobe}
+        extra |= {
+            "index_key": m.index.factory,
+            "nb": m.counts.ads,
+            "d": m.model.dimension,
+            "default_nprobe": nprobe,
+        }
     else:
         with RetrievalClient(target) as client:
             info = client.info()
         extra |= {
             "index_key": info.index_factory,
             "nb": info.ad_count,
+            "d": info.dimension,
             "default_nprobe": info.default_nprobe,
         }
     truth_path = args.index.parent / "truth.npy" if args.index else None
@@ -573,7 +596,8 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
             for round_ in range(args.rounds):
                 for name, target in targets.items():
                     run = dataclasses.replace(level, target=target)
-                    row = record(drive(run, xq, pids[name]), round=round_, **extras[name])
+                    result = drive(run, xq, pids[name])
+                    row = record(result, command=args.command, round=round_, **extras[name])
                     keys = (
                         "setting",
                         "mode",
@@ -599,10 +623,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
-    if args.command == "make-index":
-        factory = None if args.factory == "auto" else args.factory
+    args.command = command(argv, module="benchmarks.load")
+    if args.subcommand == "make-index":
         version_dir = make_index(
-            args.nb, args.nq, args.out, factory, args.target_recall, args.dataset
+            args.nb, args.nq, args.out, args.factory, args.target_recall, args.dataset
         )
         print(f"published {version_dir}; queries and truth in {args.out}")
         return 0

@@ -3,12 +3,14 @@
 ``make-index`` writes the vectors as a Parquet catalog with precomputed embeddings and builds it
 with ``indexer.build`` (the real build, its recall gate and its tuned defaults, measured on
 held-out queries), publishing ``OUT/index/<version>``; it also saves ``OUT/queries.npy`` and
-``OUT/truth.npy`` (exact top-100 rows by inner product) for ``served_recall``. Ad ids are the
-row numbers.
+``OUT/truth.npy`` (exact top-100 rows by inner product) for ``served_recall``, and
+``OUT/dataset.json`` (what the rows of a load run name as their dataset). Ad ids are the row
+numbers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -62,6 +64,8 @@ def make_index(
     np.save(out / "queries.npy", ds.xq)
     np.save(out / "truth.npy", exact_neighbours(ds.xb, ds.xq, 100, "ip"))
     np.save(out / "held_out.npy", ds.xq[-HELD_OUT:])
+    facts = {"dataset": ds.name, "nb": ds.nb, "nq": ds.nq, "d": ds.d}
+    (out / "dataset.json").write_text(json.dumps(facts) + "\n", encoding="utf-8")
     write_vector_catalog(out / "catalog.parquet", ds.xb)
     logger.info("%s: generated, exact top-100 in %.0f s", ds.name, time.perf_counter() - t0)
     info = build_artifact(

@@ -2,40 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.provenance import provenance
+
 if TYPE_CHECKING:
     from benchmarks.load import LoadResult
-
-
-def _git_sha() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty.strip() else "")
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
-    """One JSON line: the run, what it achieved, and where it ran."""
+def record(result: LoadResult, *, command: str = "", **extra: Any) -> dict[str, Any]:
+    """One JSON line: the run, what it achieved, and where, when and by which command it ran."""
     run = asdict(result.run)
     return {
-        "name": "adindex-grpc-load",
+        "benchmark": "load",
+        "kind": "level",
+        "name": "bare-grpc-load" if extra.get("server") == "bare" else "adindex-grpc-load",
         **{
             k: run[k] for k in ("mode", "clients", "procs", "k", "nprobe", "duration_s", "warmup_s")
         },
@@ -49,13 +37,7 @@ def record(result: LoadResult, **extra: Any) -> dict[str, Any]:
         "client_cpu_ms": _round(result.client_cpu_ms),
         "server_cpu_ms": _round(result.server_cpu_ms),
         **extra,
-        "load_avg_1m": os.getloadavg()[0],
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "host": platform.node(),
-        },
-        "git_sha": _git_sha(),
+        **provenance(command or "(from Python: benchmarks.load_report.record)"),
     }
 
 
@@ -81,11 +63,12 @@ def _setting(row: dict[str, Any]) -> str:
     return str(row.get("setting", row["batching"]))
 
 
-def _label(setting: str) -> str:
-    """A legend entry: ``[LABEL:]off[/a2][/p2]`` or ``bare[/t2][/p2]`` spelled out."""
+def setting_label(setting: str) -> str:
+    """A setting name spelled out for legends and doc tables: ``[LABEL:]off[/a2][/p2]``
+    (adindex: batching, lone-search threads, processes) or ``bare[/t2][/p2]``."""
     code, _, rest = setting.rpartition(":")
     first, *options = rest.split("/")
-    words = {"a": "lone search {} threads", "t": "{} OpenMP threads", "p": "{} processes"}
+    words = {"a": "alone threads {}", "t": "{} OpenMP threads", "p": "{} processes"}
     label = "bare server" if first == "bare" else f"batching {first}"
     label += "".join(f", {words[o[0]].format(o[1:])}" for o in options if o[:1] in words)
     return f"{code}: {label}" if code else label
@@ -116,7 +99,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             qps,
             [_mean(p, "p99_ms") for p in points],
             marker="o",
-            label=f"{_label(setting)}, {mode}: p99",
+            label=f"{setting_label(setting)}, {mode}: p99",
         )
         ax.plot(
             qps,
@@ -124,7 +107,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             marker=".",
             linestyle="--",
             color=line[0].get_color(),
-            label=f"{_label(setting)}, {mode}: p50",
+            label=f"{setting_label(setting)}, {mode}: p50",
         )
     ax.set_xlabel("achieved Retrieve calls/s")
     ax.set_ylabel("latency (ms)")

@@ -2,17 +2,18 @@
 
 One run builds every system over the same base vectors, searches the same queries, and writes
 under ``benchmarks/results/<dataset>/``: ``results.jsonl`` (one line per system and operating
-point), ``results.md`` (tables, targets, neighbour statistics), ``recall_vs_p50.png`` and
-``recall_vs_qps.png``. A faiss-style line per run goes to stdout.
+point), ``extras.jsonl`` (the run itself, neighbour statistics, ESCI relevance), ``results.md``
+(tables, targets), ``recall_vs_p50.png`` and ``recall_vs_qps.png``. A faiss-style line per run
+goes to stdout. Every line is self-describing (``benchmarks.provenance``); the lines a doc cites
+are copied to docs/results/ with ``python -m benchmarks.publish``.
 
 Usage::
 
     python -m benchmarks.recall_latency --dataset calibrated-100k
-    python -m benchmarks.recall_latency --dataset calibrated-1m            # ~1 h on 2 cores
+    python -m benchmarks.recall_latency --dataset esci | sample | fashion-mnist | calibrated-1m
     python -m benchmarks.recall_latency --dataset calibrated --nb 3000 --d 32 --nq 50
 
 Filtered (targeting) runs by selectivity are their own command: ``python -m benchmarks.filtered``.
-    python -m benchmarks.recall_latency --dataset esci | sample | fashion-mnist
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from tqdm import tqdm
 import indexer  # noqa: F401  (sets the rest of the OpenMP/tokenizer environment)
 from benchmarks import report
 from benchmarks.config import DATASETS, PRESETS, SYSTEMS, BenchConfig
-from benchmarks.core import RunRecord, git_sha, load_avg, machine, recall, time_queries
+from benchmarks.core import SEARCH_THREADS, RunRecord, recall
 from benchmarks.datasets import Dataset, calibrated, load_fashion_mnist, neighbour_stats
+from benchmarks.provenance import command, load_avg, provenance
 from benchmarks.systems import (
     AdindexInProcess,
     ExactFaiss,
@@ -63,8 +65,7 @@ class Context:
     xq: np.ndarray  # the nq_eval queries, (nq_eval, d) float32
     truth: dict[str, np.ndarray]  # "ip"/"l2" -> exact ids, (nq_eval, k)
     jsonl: Path
-    sha: str
-    host: dict[str, Any]
+    command: str
     esci: Esci | None = None
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -93,7 +94,7 @@ def make_systems(cfg: BenchConfig, ds: Dataset) -> list[System]:
         "faiss-flat": ExactFaiss(metric),
         "adindex": adindex,
         "faiss-ivf": RawFaiss(adindex),
-        "adindex-grpc": AdindexGrpc(adindex),
+        "adindex-grpc": AdindexGrpc(adindex, alone_threads=cfg.grpc_alone_threads),
         "hnswlib": Hnsw(metric, cfg.ef_search, m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction,
                         max_build_min=cfg.hnsw_max_build_min),
         "lancedb": Lance(metric, cfg.lance_nprobes, cfg.lance_refine, num_partitions=cfg.lance_partitions),
@@ -116,18 +117,17 @@ def run_system(system: System, ctx: Context, workdir: Path) -> list[RunRecord]:
     repeats = 1 if system.name == "faiss-flat" else cfg.repeats
     records = []
     for point in tqdm(system.points(), desc=system.name, unit="point"):
-        timing = time_queries(
-            system.searcher(point, ctx.xq, cfg.k), len(ctx.xq), warmup=cfg.warmup, repeats=repeats
+        timing, qps = system.measure(
+            point, ctx.xq, cfg.k, warmup=cfg.warmup, repeats=repeats, qps_threads=cfg.qps_threads
         )
-        qps = system.qps(point, ctx.xq, cfg.k, cfg.qps_threads)
         rec = RunRecord(
             name=system.name, index_key=system.index_key(), params=point, k=cfg.k, nq=len(ctx.xq),
             recall_at_10=recall(timing.found, truth, 10), recall_at_100=recall(timing.found, truth, 100),
             p50_ms=timing.p50_ms, p99_ms=timing.p99_ms, qps=qps, single_qps=timing.single_qps,
             build_s=built.build_s, index_bytes=built.index_bytes, rss_mb=built.rss_mb,
-            threads=system.threads(), dataset=ctx.ds.name, truth=system.truth,
-            latency_samples=len(timing.latencies_ms), load_avg_1m=load_avg()[0], git_sha=ctx.sha,
-            machine=ctx.host, extra=built.extra,
+            threads=system.threads(cfg.qps_threads), dataset=ctx.ds.name, nb=ctx.ds.nb, d=ctx.ds.d,
+            truth=system.truth, latency_samples=len(timing.latencies_ms), extra=built.extra,
+            **provenance(ctx.command),
         )  # fmt: skip
         print(report.stdout_line(rec.to_json()), flush=True)
         with ctx.jsonl.open("a", encoding="utf-8") as f:
@@ -208,14 +208,48 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
         len(xq),
         time.perf_counter() - t0,
     )
-    ctx = Context(cfg, ds, xq, truth, jsonl, git_sha(), machine(), esci)
+    cmd = cfg.command or "(from Python: benchmarks.recall_latency.run)"
+    ctx = Context(cfg, ds, xq, truth, jsonl, cmd, esci)
     records = _run_systems(ctx)
     stats = dataset_stats(ds, cfg) if cfg.stats else None
+    facts = provenance(ctx.command)
     meta = {"config": cfg.to_json(), "dataset": ds.name, "description": ds.description, "nb": ds.nb,
-            "nq": ds.nq, "nq_eval": len(xq), "d": ds.d, "metric": ds.metric, "machine": ctx.host,
-            "git_sha": ctx.sha, "load_avg_start": la_start, "load_avg_end": load_avg(),
-            "wall_s": round(time.perf_counter() - t_start, 1), "neighbour_stats": stats, **ctx.extras}  # fmt: skip
+            "nq": ds.nq, "nq_eval": len(xq), "d": ds.d, "metric": ds.metric, "machine": facts["machine"],
+            "git_sha": facts["git_sha"], "command": ctx.command, "load_avg_start": la_start,
+            "load_avg_end": load_avg(), "wall_s": round(time.perf_counter() - t_start, 1),
+            "neighbour_stats": stats, **ctx.extras}  # fmt: skip
+    write_extras(meta, out_dir / "extras.jsonl", facts)
     return write_outputs([r.to_json() for r in records], meta, out_dir)
+
+
+def write_extras(meta: dict[str, Any], path: Path, facts: dict[str, Any]) -> None:
+    """``extras.jsonl``: one self-describing line for the run, its neighbour statistics and
+    (ESCI) its relevance per search, beside the operating points in ``results.jsonl``."""
+    threads = {"single": SEARCH_THREADS, "qps": meta["config"]["qps_threads"]}
+    base = {"benchmark": "recall_latency", "dataset": meta["dataset"], "nb": meta["nb"],
+            "d": meta["d"], "nq": meta["nq_eval"], "k": meta["config"]["k"], "threads": threads,
+            **facts}  # fmt: skip
+    rows = [{**base, "kind": "run", "description": meta["description"], "metric": meta["metric"],
+             "wall_s": meta["wall_s"], "load_avg_start": meta["load_avg_start"][0],
+             "load_avg_end": meta["load_avg_end"][0], "config": meta["config"]}]  # fmt: skip
+    if meta["neighbour_stats"]:
+        rows.append({**base, "kind": "neighbour_stats", **meta["neighbour_stats"]})
+    rel = meta.get("relevance")
+    if rel:
+        common = {
+            **base,
+            "kind": "relevance",
+            "index_key": rel["index_key"],
+            "grades": rel["grades"],
+        }
+        rows.append({**common, "search": "exact", "nprobe": None, "default": False, **rel["exact"],
+                     "ndcg_ratio": 1.0})  # fmt: skip
+        for nprobe, r in sorted(rel["by_nprobe"].items()):
+            rows.append({**common, "search": "adindex", "nprobe": nprobe,
+                         "default": nprobe == rel["nprobe"], **r})  # fmt: skip
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")
 
 
 def _run_systems(ctx: Context) -> list[RunRecord]:
@@ -321,6 +355,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         ("--hnsw-m", int, None), ("--hnsw-ef-construction", int, None), ("--hnsw-max-build-min", float, None),
         ("--lance-nprobes", _ints, None), ("--lance-refine", _ints, "0 = no refine"), ("--lance-partitions", int, None),
         ("--stats-nlist", int, None), ("--stats-train-points", int, None), ("--out", Path, None), ("--workdir", Path, None),
+        ("--qps-threads", int, "threads of the throughput run (every system alike)"),
+        ("--grpc-alone-threads", int, "adindex-grpc: the server's --alone-threads (1: equal to the others)"),
         ("--artifact", Path, "measure this built artifact instead of building one (same vectors!)"),
     ):  # fmt: skip
         p.add_argument(flag, type=kind, default=None, help=hint)
@@ -336,7 +372,10 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     }
     fields = {**PRESETS.get(args.dataset, {}), **given}
     return BenchConfig(
-        **fields, systems=tuple(s for s in args.systems.split(",") if s), stats=not args.no_stats
+        **fields,
+        systems=tuple(s for s in args.systems.split(",") if s),
+        stats=not args.no_stats,
+        command=command(argv, module="benchmarks.recall_latency"),
     )
 
 

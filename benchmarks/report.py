@@ -89,8 +89,21 @@ def stats_table(stats: dict[str, Any] | None) -> str:
     return "\n".join(rows)
 
 
+PLOT_AXES = {
+    "p50_ms": ("single-query p50 latency (ms, log)", "recall_vs_p50.png"),
+    "qps": ("throughput with 2 threads (QPS, log)", "recall_vs_qps.png"),
+}
+
+
 def plot(records: Sequence[Record], out_dir: Path, title: str) -> list[Path]:
     """recall@100 (recall@10 when k < 100) vs p50 latency and vs 2-thread QPS, one line per system."""
+    return [
+        plot_recall(records, x_key, out_dir / name, title) for x_key, (_, name) in PLOT_AXES.items()
+    ]
+
+
+def plot_recall(records: Sequence[Record], x_key: str, path: Path, title: str) -> Path:
+    """One plot: recall against ``x_key`` (``p50_ms`` or ``qps``), one line per system."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,34 +115,27 @@ def plot(records: Sequence[Record], out_dir: Path, title: str) -> list[Path]:
     label = (
         "recall@100" if any(r.get("recall_at_100") is not None for r in records) else "recall@10"
     )
-    paths = []
-    for x_key, x_label, fname in (
-        ("p50_ms", "single-query p50 latency (ms, log)", "recall_vs_p50.png"),
-        ("qps", "throughput with 2 threads (QPS, log)", "recall_vs_qps.png"),
-    ):
-        fig, ax = plt.subplots(figsize=(7.5, 5))
-        for name, pts in sorted(by_name.items()):
-            # The line joins the Pareto points; other points (e.g. another refine factor) are dots.
-            front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r[x_key]) or pts
-            xs, ys = [r[x_key] for r in front], [_recall(r) for r in front]
-            (line,) = ax.plot(xs, ys, marker="o", ms=4, label=name)
-            rest = [r for r in pts if r not in front]
-            ax.scatter(
-                [r[x_key] for r in rest], [_recall(r) for r in rest], s=12, alpha=0.5,
-                color=line.get_color(),
-            )  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(label)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right" if x_key == "p50_ms" else "lower left", fontsize=8)
-        fig.tight_layout()
-        path = out_dir / fname
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name, pts in sorted(by_name.items()):
+        # The line joins the Pareto points; other points (e.g. another refine factor) are dots.
+        front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r[x_key]) or pts
+        xs, ys = [r[x_key] for r in front], [_recall(r) for r in front]
+        (line,) = ax.plot(xs, ys, marker="o", ms=4, label=name)
+        rest = [r for r in pts if r not in front]
+        ax.scatter(
+            [r[x_key] for r in rest], [_recall(r) for r in rest], s=12, alpha=0.5,
+            color=line.get_color(),
+        )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel(PLOT_AXES[x_key][0])
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right" if x_key == "p50_ms" else "lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _cheapest(records: Iterable[Record], name: str, min_recall: float) -> Record | None:

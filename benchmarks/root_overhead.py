@@ -17,8 +17,12 @@ search) so that N concurrent leaf searches do not oversubscribe the cores.
 Usage::
 
     python -m benchmarks.root_overhead run --nb 100000 --shards 1,2,3,4 \\
-        --out docs/results/root_overhead.jsonl
-    python -m benchmarks.root_overhead report docs/results/root_overhead.jsonl
+        --out benchmarks/results/root_overhead.jsonl
+    python -m benchmarks.root_overhead report benchmarks/results/root_overhead.jsonl
+
+Every row is self-describing (``benchmarks.provenance``); ``report`` prints the table that
+``make docs`` generates in docs/serving.md from docs/results/root_overhead.jsonl (the
+``root-overhead`` view of ``benchmarks.doc_views_features``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +164,8 @@ def measure(
     slowest = leaf.max(axis=1)
     root_arr, fanout = np.asarray(root_ms), np.asarray(fanout_ms)
     return {
+        "benchmark": "root_overhead",
+        "kind": "overhead",
         "name": "root-overhead",
         **asdict(run),
         "recall_at_k": round(recall_at_k(found, truth[:, : run.k]), 4),
@@ -201,9 +206,9 @@ def _build(
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from benchmarks.core import git_sha, load_avg, machine
     from benchmarks.datasets import calibrated
     from benchmarks.load import Server
+    from benchmarks.provenance import command, load_avg, provenance
     from benchmarks.systems import exact_neighbours, write_vector_catalog
 
     work: Path = args.work
@@ -253,13 +258,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         finally:
             for s in leaves:
                 s.close()
-        row.update(
-            build_s=build_s,
-            git_sha=git_sha(),
-            load_avg=load_avg(),
-            machine=machine(),
-            ts=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+        row.update(build_s=build_s, load_avg=load_avg())
+        row.update(provenance(command(args.argv, module="benchmarks.root_overhead")))
         print(
             f"{shards} leaves: root {row['root_p50_ms']:.2f}/{row['root_p99_ms']:.2f} ms, "
             f"fan-out without root {row['fanout_p50_ms']:.2f}/{row['fanout_p99_ms']:.2f} ms, "
@@ -275,29 +275,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def report(path: Path) -> str:
-    """The docs table, from the JSON lines: every run, by shard count, then time."""
+    """The docs table (docs/serving.md, the ``root-overhead`` view) of a results file."""
+    from benchmarks.doc_views import Spec
+    from benchmarks.doc_views_features import root_overhead_view
+
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    head = (
-        "| leaves | run (UTC) | load avg | recall@100 | one leaf alone | slowest leaf alone "
-        "| all leaves at once, no root | through the root | root adds | root CPU/call |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    )
-    lines = [head]
-    for r in sorted(rows, key=lambda r: (r["shards"], r["ts"])):
-        cells = [
-            str(r["shards"]),
-            r["ts"][5:16].replace("T", " "),
-            f"{r['load_avg'][0]:.1f}",
-            f"{r['recall_at_k']:.4f}",
-            f"{r['leaf0_p50_ms']:.2f} / {r['leaf0_p99_ms']:.2f}",
-            f"{r['slowest_leaf_p50_ms']:.2f} / {r['slowest_leaf_p99_ms']:.2f}",
-            f"{r['fanout_p50_ms']:.2f} / {r['fanout_p99_ms']:.2f}",
-            f"{r['root_p50_ms']:.2f} / {r['root_p99_ms']:.2f}",
-            f"{r['added_p50_ms']:+.2f} / {r['added_p99_ms']:+.2f}",
-            f"{r['root_cpu_ms_per_call']:.2f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return root_overhead_view(rows, Spec("table", "root-overhead"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -334,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     q = sub.add_parser("report", help="print the docs table from JSON lines")
     q.add_argument("path", type=Path)
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.command == "report":
         print(report(args.path))
         return 0

@@ -24,7 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.core import SearchOne, concurrent_qps, dir_bytes, rss_mb
+from benchmarks.core import (
+    SEARCH_THREADS,
+    SearchOne,
+    Timing,
+    concurrent_qps,
+    dir_bytes,
+    rss_mb,
+    time_queries,
+)
 from benchmarks.datasets import Dataset
 from indexer.ann import Metric, exact_search, normalize, omp_threads, search_params
 from indexer.manifest import Manifest
@@ -72,25 +80,55 @@ class System(ABC):
     def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
         """A function running query row i of xq at this point and returning ids, best first."""
 
-    def threads(self) -> dict[str, Any]:
-        return {"single": 1, "qps": 2}
+    def threads(self, qps_threads: int) -> dict[str, Any]:
+        """The threads behind each row: ``single`` (one query at a time), ``qps`` (the
+        throughput run), ``build``, and ``how`` (what they are for this system)."""
+        return {
+            "single": SEARCH_THREADS,
+            "qps": qps_threads,
+            "build": None,
+            "how": f"single queries on {SEARCH_THREADS} OpenMP thread; QPS: {qps_threads} "
+            f"concurrent callers, {SEARCH_THREADS} OpenMP thread each",
+        }
 
     def qps(self, point: dict[str, Any], xq: np.ndarray, k: int, threads: int) -> float:
         """Throughput with ``threads`` workers over all rows of xq (default: concurrent callers)."""
         return concurrent_qps(self.searcher(point, xq, k), len(xq), threads=threads)
+
+    def measure(
+        self,
+        point: dict[str, Any],
+        xq: np.ndarray,
+        k: int,
+        *,
+        warmup: int,
+        repeats: int,
+        qps_threads: int,
+    ) -> tuple[Timing, float]:
+        """Single-query timing (``core.time_queries``) and throughput at one operating point."""
+        search = self.searcher(point, xq, k)
+        timing = time_queries(search, len(xq), warmup=warmup, repeats=repeats)
+        return timing, self.qps(point, xq, k, qps_threads)
 
     def close(self) -> None:  # noqa: B027  (most systems hold nothing to release)
         """Release the index (and any server)."""
 
 
 def _faiss_batch_qps(index: faiss.Index, xq: np.ndarray, k: int, threads: int, **kw: Any) -> float:
-    faiss.omp_set_num_threads(threads)
-    try:
+    with omp_threads(threads):
         t0 = time.perf_counter()
         index.search(xq, k, **kw)
         return len(xq) / (time.perf_counter() - t0)
-    finally:
-        faiss.omp_set_num_threads(1)
+
+
+def _faiss_batch_threads(qps_threads: int, build: int | None) -> dict[str, Any]:
+    return {
+        "single": SEARCH_THREADS,
+        "qps": qps_threads,
+        "build": build,
+        "how": f"single queries on {SEARCH_THREADS} OpenMP thread; QPS: one batch call on "
+        f"{qps_threads} OpenMP threads",
+    }
 
 
 class ExactFaiss(System):
@@ -117,6 +155,9 @@ class ExactFaiss(System):
 
     def index_key(self) -> str:
         return "Flat"
+
+    def threads(self, qps_threads: int) -> dict[str, Any]:
+        return _faiss_batch_threads(qps_threads, None)
 
     def points(self) -> list[dict[str, Any]]:
         return [{}]
@@ -291,7 +332,6 @@ class AdindexInProcess(System):
         self.searcher_obj = Searcher(art)
         load_s = time.perf_counter() - t1
         self.manifest = art.manifest
-        faiss.omp_set_num_threads(1)  # a search's CPU cost (a busy server: one thread each)
         self.built = Built(
             build_s=info["wall_s"],
             index_bytes=(self.version_dir / INDEX_FILE).stat().st_size,
@@ -327,6 +367,9 @@ class AdindexInProcess(System):
 
     def index_key(self) -> str:
         return self.loaded.index.factory
+
+    def threads(self, qps_threads: int) -> dict[str, Any]:
+        return {**super().threads(qps_threads), "build": self.build_threads}
 
     def points(self) -> list[dict[str, Any]]:
         nprobes = sorted({p for p in self.nprobes if p <= self.nlist} | {self.default_nprobe})
@@ -374,6 +417,9 @@ class RawFaiss(System):
 
     def index_key(self) -> str:
         return self.adindex.index_key()
+
+    def threads(self, qps_threads: int) -> dict[str, Any]:
+        return _faiss_batch_threads(qps_threads, self.adindex.build_threads)
 
     def points(self) -> list[dict[str, Any]]:
         return self.adindex.points()

@@ -16,7 +16,15 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from benchmarks.core import SearchOne, dir_bytes, rss_mb
+from benchmarks.core import (
+    SEARCH_THREADS,
+    SearchOne,
+    Timing,
+    concurrent_qps,
+    dir_bytes,
+    rss_mb,
+    time_queries,
+)
 from benchmarks.datasets import Dataset
 from benchmarks.systems import AdindexInProcess, Built, System
 from indexer.ann import Metric
@@ -27,7 +35,7 @@ logger = logging.getLogger(__name__)
 os.environ.setdefault("LANCE_LOG", "error")
 
 
-def _serve_child(index: str, conn: Connection, stop: Event) -> None:
+def _serve_child(index: str, alone_threads: int, conn: Connection, stop: Event) -> None:
     """Child process: the real server (retrieval.server.create_server) on 127.0.0.1, port 0."""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s server %(levelname)s %(message)s"
@@ -35,7 +43,10 @@ def _serve_child(index: str, conn: Connection, stop: Event) -> None:
     try:
         from retrieval.server import ServerConfig, create_server
 
-        running = create_server(ServerConfig(host="127.0.0.1", port=0, index=Path(index)))
+        config = ServerConfig(
+            host="127.0.0.1", port=0, index=Path(index), alone_omp_threads=alone_threads
+        )
+        running = create_server(config)
         conn.send({"port": running.port, "loaded": running.state.loaded})
     except Exception as exc:
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
@@ -44,10 +55,10 @@ def _serve_child(index: str, conn: Connection, stop: Event) -> None:
     running.stop(0)
 
 
-def _server_defaults() -> str:
+def _server_settings(alone_threads: int) -> str:
     from retrieval.server import ServerConfig
 
-    c = ServerConfig()
+    c = ServerConfig(alone_omp_threads=alone_threads)
     batching = "on" if c.batching is not None else "off"
     return (
         f"{c.workers} gRPC workers, {c.omp_threads} OpenMP thread per search "
@@ -58,13 +69,19 @@ def _server_defaults() -> str:
 
 class AdindexGrpc(System):
     """The real gRPC server in its own process over adindex's artifact; one call at a time
-    through ``retrieval.client.RetrievalClient``."""
+    through ``retrieval.client.RetrievalClient``.
+
+    ``alone_threads`` is the server's ``--alone-threads``: 1 (the default here) gives a lone
+    call's search one OpenMP thread, as every other system's single queries get; the server
+    ships with 2 (docs/serving.md measures both).
+    """
 
     name = "adindex-grpc"
 
-    def __init__(self, adindex: AdindexInProcess) -> None:
+    def __init__(self, adindex: AdindexInProcess, *, alone_threads: int = SEARCH_THREADS) -> None:
         super().__init__()
         self.adindex = adindex
+        self.alone_threads = alone_threads
         self._ctx = mp.get_context("spawn")
         self._stop = self._ctx.Event()
         self._proc: Any = None
@@ -77,7 +94,8 @@ class AdindexGrpc(System):
         parent, child = self._ctx.Pipe(duplex=False)
         t0 = time.perf_counter()
         self._proc = self._ctx.Process(
-            target=_serve_child, args=(str(self.adindex.version_dir), child, self._stop)
+            target=_serve_child,
+            args=(str(self.adindex.version_dir), self.alone_threads, child, self._stop),
         )
         self._proc.start()
         child.close()
@@ -93,7 +111,7 @@ class AdindexGrpc(System):
             index_bytes=self.adindex.built.index_bytes,
             rss_mb=rss_mb(self._proc.pid),
             extra={"server_start_s": round(start_s, 2), "rss_is": "whole server process",
-                   "server": f"retrieval.server.create_server, {_server_defaults()}"},
+                   "server": f"retrieval.server.create_server, {_server_settings(self.alone_threads)}"},
         )  # fmt: skip
         return self.built
 
@@ -103,8 +121,15 @@ class AdindexGrpc(System):
     def points(self) -> list[dict[str, Any]]:
         return self.adindex.points()
 
-    def threads(self) -> dict[str, Any]:
-        return {"single": f"1 client call; server: {_server_defaults()}", "qps": 2}
+    def threads(self, qps_threads: int) -> dict[str, Any]:
+        return {
+            "single": self.alone_threads,
+            "qps": qps_threads,
+            "build": self.adindex.build_threads,
+            "how": f"one client call at a time, the server searching it on {self.alone_threads} "
+            f"OpenMP thread(s) (--alone-threads); QPS: {qps_threads} concurrent client calls, "
+            f"1 OpenMP thread per search; server: {_server_settings(self.alone_threads)}",
+        }
 
     def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
         client, nprobe = self.client, int(point["nprobe"])
@@ -194,12 +219,22 @@ class Hnsw(System):
             index.add_items(xb[start:stop], np.arange(start, stop))
         self.index = index
         self.efc = efc
+        extra = {"ef_construction": efc, "M": self.m, "hnswlib": _version("hnswlib"), **info}
         self.built = Built(time.perf_counter() - t0, int(index.index_file_size()),
-                           rss_mb() - rss0, {"ef_construction": efc, "M": self.m, **info})  # fmt: skip
+                           rss_mb() - rss0, extra)  # fmt: skip
         return self.built
 
     def index_key(self) -> str:
         return f"HNSW{self.m},efC{self.efc}"
+
+    def threads(self, qps_threads: int) -> dict[str, Any]:
+        return {
+            "single": SEARCH_THREADS,
+            "qps": qps_threads,
+            "build": self.build_threads,
+            "how": f"single queries: set_num_threads({SEARCH_THREADS}); QPS: one knn_query "
+            f"batch with num_threads={qps_threads}",
+        }
 
     def points(self) -> list[dict[str, Any]]:
         return [{"ef_search": ef} for ef in self.ef_search]
@@ -207,7 +242,7 @@ class Hnsw(System):
     def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
         index = self.index
         index.set_ef(max(k, int(point["ef_search"])))
-        index.set_num_threads(1)
+        index.set_num_threads(SEARCH_THREADS)
         xqn = xq if self.truth == "l2" else _unit(xq)
 
         def one(i: int) -> np.ndarray:
@@ -228,6 +263,15 @@ class Hnsw(System):
         self.index = None
 
 
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     """Unit rows; the array itself when it already has them (a 1M x 384 copy is 1.5 GB)."""
     from benchmarks.systems import unit_rows
@@ -238,8 +282,56 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return unit_rows(x)
 
 
+def _lance_threads(threads: int) -> None:
+    """Limit LanceDB's runtimes to ``threads`` in this process; read once, when lancedb first
+    runs: its tokio workers (``TOKIO_WORKER_THREADS``) and its compute pool
+    (``LANCE_CPU_THREADS``, which on 2 cores otherwise defaults to 1, after reserving 2 for I/O)."""
+    os.environ["TOKIO_WORKER_THREADS"] = str(threads)
+    os.environ["LANCE_CPU_THREADS"] = str(threads)
+
+
+def _lance_search(
+    table: Any, distance: str, point: dict[str, Any], xq: np.ndarray, k: int
+) -> SearchOne:
+    nprobes, refine = int(point["nprobes"]), int(point["refine_factor"])
+
+    def one(i: int) -> np.ndarray:
+        q = table.search(xq[i], vector_column_name="vector").distance_type(distance)
+        q = q.nprobes(nprobes)
+        if refine > 0:
+            q = q.refine_factor(refine)
+        ids: np.ndarray = q.limit(k).select(["id", "_distance"]).to_arrow()["id"].to_numpy()
+        return ids
+
+    return one
+
+
+def _lance_worker(db_dir: str, threads: int, conn: Connection) -> None:
+    """Child process: LanceDB searches on ``threads`` threads (set before lancedb loads), timed
+    here; answers ("time", point, xq, k, warmup, repeats) and ("qps", point, xq, k, callers)."""
+    _lance_threads(threads)
+    os.environ.setdefault("LANCE_LOG", "error")
+    import lancedb
+
+    table = lancedb.connect(db_dir).open_table("vectors")
+    while (msg := conn.recv()) is not None:
+        op, distance, point, xq, k, *rest = msg
+        search = _lance_search(table, distance, point, xq, k)
+        if op == "time":
+            conn.send(time_queries(search, len(xq), warmup=rest[0], repeats=rest[1]))
+        else:
+            conn.send(concurrent_qps(search, len(xq), threads=rest[0]))
+    conn.close()
+
+
 class Lance(System):
-    """LanceDB (embedded, on local disk) with an IVF_PQ index, swept over nprobes and refine."""
+    """LanceDB (embedded, on local disk) with an IVF_PQ index, swept over nprobes and refine.
+
+    LanceDB sizes its thread pools once per process, so its searches are timed in child
+    processes whose pools are limited to the row's thread count (``_lance_threads``): one for
+    single queries, ``qps_threads`` for the concurrent callers, like every other system. The
+    build runs here on ``build_threads``.
+    """
 
     name = "lancedb"
 
@@ -250,15 +342,20 @@ class Lance(System):
         refine_factors: tuple[int, ...],
         *,
         num_partitions: int | None = None,
+        build_threads: int = 2,
     ) -> None:
         super().__init__()
         self.truth = metric
         self.nprobes, self.refine_factors = nprobes, refine_factors
         self.num_partitions = num_partitions
+        self.build_threads = build_threads
         self.table: Any = None
+        self.db_dir: Path | None = None
         self.key = ""
+        self._workers: dict[int, tuple[Any, Connection]] = {}
 
     def build(self, ds: Dataset, workdir: Path) -> Built:
+        _lance_threads(self.build_threads)  # (no effect if lancedb already ran in this process)
         import lancedb
 
         xb = ds.xb if self.truth == "l2" else _unit(ds.xb)
@@ -266,7 +363,8 @@ class Lance(System):
         sub = ds.d // 8 if ds.d % 8 == 0 else ds.d // 4
         rss0 = rss_mb()
         t0 = time.perf_counter()
-        db = lancedb.connect(workdir / "lancedb")
+        self.db_dir = workdir / "lancedb"
+        db = lancedb.connect(self.db_dir)
         data = pa.table({"id": pa.array(np.arange(ds.nb, dtype=np.int64)),
                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(xb.reshape(-1)), ds.d)})  # fmt: skip
         table = db.create_table("vectors", data=data)
@@ -279,7 +377,7 @@ class Lance(System):
         build_s = time.perf_counter() - t0
         self.table = table
         self.key = f"IVF_PQ(partitions={parts},sub_vectors={sub},bits=8)"
-        root = workdir / "lancedb" / "vectors.lance"
+        root = self.db_dir / "vectors.lance"
         index_bytes = dir_bytes(root / "_indices") if (root / "_indices").is_dir() else 0
         self.built = Built(build_s, index_bytes, rss_mb() - rss0,
                            {"table_write_s": round(write_s, 2), "table_bytes": dir_bytes(root),
@@ -289,28 +387,69 @@ class Lance(System):
     def index_key(self) -> str:
         return self.key
 
-    def threads(self) -> dict[str, Any]:
-        return {"single": "lance runtime (uses all cores)", "qps": 2}
+    def threads(self, qps_threads: int) -> dict[str, Any]:
+        return {
+            "single": SEARCH_THREADS,
+            "qps": qps_threads,
+            "build": self.build_threads,
+            "how": f"timed in a child process with TOKIO_WORKER_THREADS = LANCE_CPU_THREADS = "
+            f"{SEARCH_THREADS} (single queries) or {qps_threads} ({qps_threads} concurrent callers)",
+        }
 
     def points(self) -> list[dict[str, Any]]:
         return [
             {"nprobes": p, "refine_factor": r} for r in self.refine_factors for p in self.nprobes
         ]
 
+    def _distance(self) -> str:
+        return "dot" if self.truth == "ip" else "l2"
+
     def searcher(self, point: dict[str, Any], xq: np.ndarray, k: int) -> SearchOne:
-        table, distance = self.table, "dot" if self.truth == "ip" else "l2"
-        nprobes, refine = int(point["nprobes"]), int(point["refine_factor"])
+        """In this process (on the build's thread pools): for checks, not for timing."""
         xqn = xq if self.truth == "l2" else _unit(xq)
+        return _lance_search(self.table, self._distance(), point, xqn, k)
 
-        def one(i: int) -> np.ndarray:
-            q = table.search(xqn[i], vector_column_name="vector").distance_type(distance)
-            q = q.nprobes(nprobes)
-            if refine > 0:
-                q = q.refine_factor(refine)
-            ids: np.ndarray = q.limit(k).select(["id", "_distance"]).to_arrow()["id"].to_numpy()
-            return ids
+    def _worker(self, threads: int) -> Connection:
+        if threads not in self._workers:
+            assert self.db_dir is not None, "build() first"
+            ctx = mp.get_context("spawn")  # FAISS (OpenMP) already ran in this process
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_lance_worker, args=(str(self.db_dir), threads, child))
+            proc.start()
+            child.close()
+            self._workers[threads] = (proc, parent)
+        return self._workers[threads][1]
 
-        return one
+    def _ask(self, threads: int, msg: tuple[Any, ...]) -> Any:
+        conn = self._worker(threads)
+        conn.send(msg)
+        try:
+            return conn.recv()
+        except EOFError as exc:
+            raise RuntimeError(f"the LanceDB worker on {threads} thread(s) died") from exc
+
+    def measure(
+        self,
+        point: dict[str, Any],
+        xq: np.ndarray,
+        k: int,
+        *,
+        warmup: int,
+        repeats: int,
+        qps_threads: int,
+    ) -> tuple[Timing, float]:
+        xqn = np.ascontiguousarray(xq if self.truth == "l2" else _unit(xq))
+        common = (self._distance(), point, xqn, k)
+        timing: Timing = self._ask(SEARCH_THREADS, ("time", *common, warmup, repeats))
+        qps: float = self._ask(qps_threads, ("qps", *common, qps_threads))
+        return timing, qps
 
     def close(self) -> None:
+        for proc, conn in self._workers.values():
+            conn.send(None)
+            conn.close()
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+        self._workers.clear()
         self.table = None

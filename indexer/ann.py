@@ -258,3 +258,37 @@ def recall_at_k(found: Found, truth: np.ndarray) -> float:
     if len(truth) == 0:
         return 1.0
     return float(recall_per_query(found, truth).mean())
+
+
+RECALL_CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def recall_interval(
+    per_query: np.ndarray, *, confidence: float = RECALL_CONFIDENCE, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of mean recall over queries.
+
+    Per-query recall is bounded and skewed towards 1 (most queries find everything, a few find
+    much less), where a normal interval can pass 1; resampling the queries keeps the interval
+    inside what the queries can give.
+
+    Args:
+        per_query: (nq,) recalls from :func:`recall_per_query`.
+        confidence: coverage of the interval.
+        seed: resampling seed (the same input gives the same interval).
+
+    Returns:
+        (low, high): the interval of the mean; (1.0, 1.0) for no queries.
+    """
+    r = np.asarray(per_query, dtype=np.float64)
+    if r.size == 0:
+        return 1.0, 1.0
+    rng = np.random.default_rng(seed)
+    means = np.empty(BOOTSTRAP_RESAMPLES)
+    for start in range(0, BOOTSTRAP_RESAMPLES, 256):  # bounded memory for large nq
+        stop = min(BOOTSTRAP_RESAMPLES, start + 256)
+        means[start:stop] = r[rng.integers(0, r.size, (stop - start, r.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)

@@ -17,9 +17,10 @@ import faiss
 import numpy as np
 
 from indexer import artifact
+from indexer.advice import below_target_message
 from indexer.ann import normalize
 from indexer.catalog import read_catalog, write_rejects
-from indexer.embedding import Embedder, SentenceTransformerEmbedder
+from indexer.embedding import Embedder, SentenceTransformerEmbedder, embedder_identity
 from indexer.manifest import (
     DEFAULT_TEXT_SEPARATOR,
     BuildInfo,
@@ -36,13 +37,7 @@ from indexer.params import DEFAULT_MIN_RERANK, IndexParams, choose_params
 from indexer.pins import PinFile, PinsError, embed_pins, read_pins, write_pins
 from indexer.queries import QuerySet, catalog_queries, file_queries
 from indexer.records import DEFAULT_TEXT_FIELDS, PIN_TEXT_FIELDS, Catalog
-from indexer.tuning import (
-    Tuning,
-    TuningConfig,
-    allowed_best,
-    below_target_message,
-    tune,
-)
+from indexer.tuning import Tuning, TuningConfig, allowed_best, tune
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +158,7 @@ def embed_catalog(
         "text",
         text_fields=config.text_fields,
         text_separator=config.text_separator,
+        embedder=embedder_identity(embedder),
     )
     xb = embedder.encode([model.text_of(r) for r in catalog.records], progress=True)
     return xb, model

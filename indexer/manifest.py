@@ -100,8 +100,20 @@ class OperatingPoint:
     p50_ms: float
     p99_ms: float
     frontier: bool = False
-    # Lower end of the recall's confidence interval over queries (None: not computed).
+    # The recall's confidence interval over queries (None: not computed); the recall gate
+    # reads recall_low. How it was computed: Quality.interval.
     recall_low: float | None = None
+    recall_high: float | None = None
+
+
+@dataclass(frozen=True)
+class RerankProbe:
+    """Recall at one (nprobe, k_factor), measured without timing (one batched search)."""
+
+    nprobe: int
+    k_factor: int
+    recall: float
+    coverage: float  # share of the exact top-k inside the probed lists: recall's ceiling
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,11 @@ class Quality:
     seconds: float
     below_target: bool
     max_memory_mb: float | None = None
+    # How recall_low / recall_high were computed (None: versions built before intervals).
+    interval: str | None = None
+    # Recall measured beyond the sweep to advise a refused or below-target build (what deeper
+    # re-ranking would give at the best nprobe); latency not measured.
+    probes: tuple[RerankProbe, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,18 @@ one thread per query; commands and full tables in docs/index-parameters.md.
   (FAISS's k-means warns below that). Build-time tuning then picks nprobe for the target.
 - Codes: 4-bit fast-scan PQ with d/2 sub-quantizers (``PQ{d/2}x4fs``: 2 dimensions per
   4-bit code, d/4 bytes, 96 B at 384-d). Re-ranking only recovers what the PQ candidates
-  hold: with RFlat, 96 B reached 0.95 at nprobe 128 / k_factor 4 in 0.67 ms p50, 48 B
-  needed nprobe 256 / k_factor 8 and 1.11 ms (interleaved runs), 24 B never got there (best
-  0.914). 8-bit PQ of 48 bytes (``PQ48np``) matched 4-bit fast-scan's recall but scanned
-  ~2.5x slower (no SIMD lookup tables) and trained ~3x longer.
+  hold: fewer bytes need more lists and deeper re-ranking for 0.95, or never get there; 8-bit
+  PQ of the same bytes (``PQ{m}np``) scans slower (no SIMD lookup tables) and trains longer
+  (docs/index-parameters.md, section 3.2).
 - Re-ranking, the best that fits the budget (estimate = PQ codes + re-ranking codes + 8-byte
   ids + coarse centroids, ``estimate_memory_bytes``, within 2% of the serialised index):
   ``RFlat`` (+4d B/vector: exact scores, and the searcher's exact filtered plan scans it),
-  ``Refine(SQfp16)`` (+2d: RFlat's curve point for point), ``Refine(SQ8)`` (+d: best 0.994
-  vs 1.000, and 0.95 at the same nprobe / k_factor), then ``PQ{d/4}x4fs,Refine(SQ8)``, then
-  no re-ranking with d/2, d/4, d/8 sub-quantizers. PQ alone caps recall@100 at ~0.8 (d/2;
-  0.819 on real MiniLM vectors) and ~0.65 (d/4): the gate refuses those at a 0.95 target.
-- OPQ: never chosen. On real MiniLM vectors without re-ranking, ``OPQ96_384`` lifted
-  PQ96x4fs from 0.671 to 0.720 but trained 786 s instead of 4 s; plain PQ192x4fs (48 more
-  bytes) reached 0.819 in 5 s. With re-ranking PQ error matters even less.
+  ``Refine(SQfp16)`` (+2d: RFlat's curve point for point), ``Refine(SQ8)`` (+d: a little
+  best recall, nothing at 0.95), then ``PQ{d/4}x4fs,Refine(SQ8)``, then no re-ranking with
+  d/2, d/4, d/8 sub-quantizers. PQ alone caps recall@100 well below 0.95: the gate refuses
+  those at a 0.95 target (section 3.2).
+- OPQ: never chosen. Without re-ranking its rotation buys less recall than more bytes of plain
+  PQ, for a far longer training; with re-ranking PQ error matters even less (section 3.4).
 - default nprobe / k_factor: measured at build time (``indexer.tuning``): the cheapest
   operating point reaching the target recall. ``default_nprobe`` is only the fallback.
 """
@@ -39,9 +37,9 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 MIN_POINTS_PER_LIST = 39  # FAISS k-means warns below 39 training points per centroid
-# Coarse k-means training points per list. Measured on calibrated 1M x 384, IVF4096,PQ192x4fs,
-# RFlat, nprobe 256: 32 / 64 / 128 per list gave recall@100 0.938 / 0.946 / 0.954 and trained
-# in 32 / 52 / 110 s; 64 keeps a 1M build within 3 minutes (nprobe 384 makes up the rest).
+# Coarse k-means training points per list: more give better lists at proportionally more
+# k-means time; 64 keeps a 1M build within 3 minutes, and a slightly higher nprobe makes up the
+# recall (docs/index-parameters.md, section 3.6).
 TRAIN_POINTS_PER_LIST = 64
 DEFAULT_K_FACTOR = 4
 DEFAULT_MIN_RERANK = 64

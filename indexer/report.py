@@ -43,11 +43,15 @@ def describe(manifest: Manifest) -> str:
     verdict = "BELOW TARGET (published with --allow-below-target)"
     if not quality.below_target:
         verdict = "reached"
+    interval = ""
+    if chosen.recall_low is not None and chosen.recall_high is not None:
+        interval = f" ({chosen.recall_low:.3f}-{chosen.recall_high:.3f})"
     lines += [
         f"quality   recall@{quality.recall_k} target {quality.target_recall}: {verdict}; "
-        f"default nprobe {chosen.nprobe}, k_factor {chosen.k_factor}: recall {chosen.recall:.3f}, "
-        f"{chosen.p50_ms:.2f} ms p50, {chosen.p99_ms:.2f} ms p99",
+        f"default nprobe {chosen.nprobe}, k_factor {chosen.k_factor}: recall {chosen.recall:.3f}"
+        f"{interval}, {chosen.p50_ms:.2f} ms p50, {chosen.p99_ms:.2f} ms p99",
         f"queries   {quality.queries.description}",
+        *([f"interval  {quality.interval}"] if quality.interval else []),
         f"measured  {quality.latency}; {quality.seconds} s"
         + (" (sweep cut short by its time budget)" if quality.truncated else ""),
         "",

@@ -67,7 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ADS = 3000  # the demo's catalog: all-MiniLM-L6-v2 embeds it in about 30 s on 2 cores
+DEFAULT_ADS = 3000  # the demo's catalog: small enough to embed in well under a minute on 2 cores
 DEFAULT_USERS = 20
 DEFAULT_SEED = 7
 CATALOG_FILE = "catalog.jsonl"

@@ -8,28 +8,32 @@ Every build measures its index before publishing it (``indexer.build``):
    included: eligibility changes after publishing (admin pauses), the index does not, and the
    searcher's ``IDSelectorBitmap`` removes ineligible ids inside the same IVF scan.
 3. **Sweep.** nprobe over powers of two and 1.5x powers of two up to nlist, and for
-   re-ranking indexes the depth k_factor over ``k_factors`` (1, 2, 4, 8), with the searcher's
-   own rule: effective k_factor = max(k_factor, min_rerank / k). (Not 16: a fast-scan IVF
-   search for 1,600 candidates is several times slower than for 800.) An explicit k_factor
-   goes first, else 4; then the others deepest first. A row runs until recall plateaus
+   re-ranking indexes the depth k_factor over ``k_factors`` (1, 2, 4, 8, 16, 32), with the
+   searcher's own rule: effective k_factor = max(k_factor, min_rerank / k). An explicit
+   k_factor goes first, else 4; then ``row_order``: the likeliest levers first (deeper rows
+   first when the first row fell short of the target). A row runs until recall plateaus
    (gain < ``PLATEAU_GAIN`` per doubling of nprobe), reaches 0.999, or reaches the target
    (its cheapest such point). Later rows also stop once slower than the cheapest
    target-reaching point (x ``SLOWER``) or too far below the target to reach it. The whole
-   sweep stops when its time budget is spent (after at least one point). Latency: the first
+   sweep stops when its time budget is spent (after at least one point). Latency: up to
    200 queries, one ``search`` call each on one OpenMP thread, as the server runs (p50, p99
-   ms); recall: all queries (the rest batched).
+   ms); recall: all queries (the rest batched), with a bootstrap interval over queries
+   widened by the queries' calibration margin.
    Recall is measured at k = ``recall_k`` only: the defaults are tuned for that k (smaller
    requests re-rank at least ``min_rerank`` candidates).
 4. **Choice.** Points no other point beats on both recall and p50 form the Pareto frontier
-   (FAISS ``OperatingPoints``). The chosen point is the one with the lowest p50 whose recall
-   reaches the target, among points matching an explicit ``--nprobe`` / ``--k-factor``.
+   (FAISS ``OperatingPoints``). The chosen point is the one with the lowest p50 whose
+   recall_low (the interval's lower end) reaches the target, among points matching an
+   explicit ``--nprobe`` / ``--k-factor``.
+5. **Short of the target**, ``indexer.probe.rerank_probes`` measures what deeper re-ranking
+   would give (recall only) and the shallowest depth that gets there is measured as real
+   points (``_rescue``); the refusal's advice says what was measured and what was not.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -39,15 +43,18 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.ann import (
+    RECALL_CONFIDENCE,
     effective_k_factor,
     exact_search,
     has_refine,
     omp_threads,
-    recall_at_k,
+    recall_interval,
+    recall_per_query,
     search_params,
 )
-from indexer.manifest import OperatingPoint, Quality
+from indexer.manifest import OperatingPoint, Quality, RerankProbe
 from indexer.params import DEFAULT_K_FACTOR, DEFAULT_MIN_RERANK
+from indexer.probe import rerank_probes
 from indexer.queries import QuerySet
 
 logger = logging.getLogger(__name__)
@@ -57,6 +64,12 @@ SLOWER = 1.2  # a row stops once its p50 exceeds the cheapest target-reaching p5
 MAX_RECALL = 0.999  # nothing left to gain above this
 WARMUP_QUERIES = 10
 TIMED_QUERIES = 200  # single-query calls timed per point (p99 = the 2nd-3rd slowest)
+# A point's timing stops after this long (with at least MIN_TIMED_QUERIES calls): at 1M vectors
+# with every list probed one call takes tens of ms, and 200 of them would spend the budget that
+# deeper re-ranking rows need. Recall still counts every query.
+POINT_TIMING_S = 2.0
+MIN_TIMED_QUERIES = 30
+WALK_DOWN_STEPS = 3  # smaller nprobes tried below a point the probe rescued
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ class TuningConfig:
     target_recall: float = 0.95
     recall_k: int = 100
     max_queries: int = 500
-    k_factors: tuple[int, ...] = (1, 2, 4, 8)
+    k_factors: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     min_rerank: int = DEFAULT_MIN_RERANK
     nprobe: int | None = None  # explicit --nprobe: the chosen point must use it
     k_factor: int | None = None  # explicit --k-factor: likewise
@@ -97,6 +110,7 @@ class Tuning:
     chosen: OperatingPoint | None  # None: no allowed point reaches the target
     truncated: bool  # the sweep ran out of time budget
     seconds: float
+    probes: tuple[RerankProbe, ...] = ()  # deeper re-ranking measured after a failed sweep
 
     @property
     def best(self) -> OperatingPoint:
@@ -114,7 +128,10 @@ class Tuning:
             recall_k=self.recall_k,
             queries=self.queries.info(),
             ground_truth="exact inner product over all indexed vectors, paused included",
-            latency=f"single query, 1 OpenMP thread, {TIMED_QUERIES} timed calls per point",
+            latency=(
+                f"single query, 1 OpenMP thread, {TIMED_QUERIES} timed calls per point (fewer, "
+                f"at least {MIN_TIMED_QUERIES}, where they take over {POINT_TIMING_S:.0f} s)"
+            ),
             curve=self.points,
             chosen=self.chosen or self.best,
             best=self.best,
@@ -123,6 +140,8 @@ class Tuning:
             seconds=round(self.seconds, 2),
             below_target=not self.reached,
             max_memory_mb=max_memory_mb,
+            interval=interval_method(self.queries.margin),
+            probes=self.probes,
         )
 
 
@@ -137,36 +156,66 @@ def measure(
     nprobe: int,
     k_factor: int,
     min_rerank: int,
+    margin: float = 0.0,
 ) -> OperatingPoint:
-    """Recall over all queries; latency of the first ``TIMED_QUERIES``, one call each."""
+    """Recall over all queries with its interval (``recall_interval``, widened by ``margin``:
+    the queries' known calibration error); latency of up to ``TIMED_QUERIES``, one call each."""
     nq, k = truth.shape
     params = search_params(index, nprobe, k_factor, k, min_rerank=min_rerank)
-    timed = min(nq, TIMED_QUERIES)
     I = np.empty((nq, k), dtype=np.int64)
-    ms = np.empty(timed)
+    ms = np.empty(min(nq, TIMED_QUERIES))
+    timed = 0
     with omp_threads(1):  # a search's CPU cost: a busy server gives each search one thread
         for i in range(min(WARMUP_QUERIES, nq)):
             index.search(xq[i : i + 1], k, params=params)
-        for i in range(timed):
+        start = time.perf_counter()
+        while timed < len(ms):
             t0 = time.perf_counter()
-            _, I[i : i + 1] = index.search(xq[i : i + 1], k, params=params)
-            ms[i] = (time.perf_counter() - t0) * 1e3
+            _, I[timed : timed + 1] = index.search(xq[timed : timed + 1], k, params=params)
+            ms[timed] = (time.perf_counter() - t0) * 1e3
+            timed += 1
+            if timed >= MIN_TIMED_QUERIES and time.perf_counter() - start > POINT_TIMING_S:
+                break
     if timed < nq:  # the rest only count for recall: one batched call, all threads
         _, I[timed:] = index.search(xq[timed:], k, params=params)
+    per_query = recall_per_query(I, truth)
+    low, high = recall_interval(per_query)
     return OperatingPoint(
         nprobe=nprobe,
         k_factor=k_factor,
-        recall=round(recall_at_k(I, truth), 4),
-        p50_ms=round(float(np.percentile(ms, 50)), 4),
-        p99_ms=round(float(np.percentile(ms, 99)), 4),
+        recall=round(float(per_query.mean()), 4),
+        p50_ms=round(float(np.percentile(ms[:timed], 50)), 4),
+        p99_ms=round(float(np.percentile(ms[:timed], 99)), 4),
+        recall_low=round(max(0.0, low - margin), 4),
+        recall_high=round(min(1.0, high + margin), 4),
     )
+
+
+def gated(p: OperatingPoint) -> float:
+    """The recall the gate compares with the target: the interval's lower end when known."""
+    return p.recall_low if p.recall_low is not None else p.recall
+
+
+def interval_method(margin: float) -> str:
+    """How ``measure`` computes recall_low / recall_high (recorded in the manifest)."""
+    out = (
+        f"{RECALL_CONFIDENCE:.0%} percentile bootstrap over queries of mean recall "
+        "(indexer.ann.recall_interval)"
+    )
+    if margin:
+        out += (
+            f", widened by {margin} on each side: the default queries' calibration error on "
+            "real queries (docs/index-parameters.md)"
+        )
+    return out + "; the gate requires recall_low >= target"
 
 
 def nprobe_grid(nlist: int, fixed: int | None = None) -> list[int]:
     """Powers of two and 1.5x powers of two up to nlist, plus nlist and an explicit nprobe.
 
-    Half steps because latency grows about linearly with nprobe: at 1M vectors the target
-    fell between nprobe 256 (0.946) and 512, and 384 reached it at 0.7x the latency of 512.
+    Half steps because latency grows about linearly with nprobe: when the target falls between
+    two powers of two, the half step reaches it well below the latency of the upper one
+    (docs/index-parameters.md, section 3.5).
     """
     top = int(math.log2(nlist)) + 1
     grid = {1 << i for i in range(top)} | {3 << i for i in range(top)} | {nlist}
@@ -195,40 +244,56 @@ def k_factor_grid(refine: bool, config: TuningConfig, k: int) -> list[int]:
 
 
 def sweep(
-    index: faiss.Index, xq: np.ndarray, truth: np.ndarray, nlist: int, config: TuningConfig
+    index: faiss.Index,
+    xq: np.ndarray,
+    truth: np.ndarray,
+    nlist: int,
+    config: TuningConfig,
+    *,
+    margin: float = 0.0,
 ) -> tuple[list[OperatingPoint], bool]:
     """Measure the grid row by row (``row_order``), nprobe ascending in each row.
 
-    The first row finds the target region (or, when it never gets there, its best recall);
-    later rows stop once they are slower than the cheapest point reaching the target, or can
-    no longer reach it (``_row_done``).
+    The first row finds the target region (or, when it never gets there, its best recall,
+    and deeper re-ranking rows come next); later rows stop once they are slower than the
+    cheapest point reaching the target, or can no longer reach it (``_row_done``). ``margin``
+    widens each point's recall interval (``measure``).
 
     Returns:
         (points sorted by k_factor then nprobe, truncated): truncated when the time budget
         stopped the sweep.
     """
     deadline = time.perf_counter() + config.time_budget_s
-    k_factors = row_order(
-        k_factor_grid(has_refine(index), config, truth.shape[1]), explicit=config.k_factor
-    )
+    grid_k = k_factor_grid(has_refine(index), config, truth.shape[1])
+    k_factors = row_order(grid_k, explicit=config.k_factor)
     grid = nprobe_grid(nlist, config.nprobe)
     points: list[OperatingPoint] = []
     truncated = False
     with tqdm(total=len(k_factors) * len(grid), desc="Recall sweep", unit="pt") as bar:
-        for kf in k_factors:
+        while k_factors:
+            kf = k_factors.pop(0)
             row: list[OperatingPoint] = []
             for nprobe in grid:
                 if (points or row) and time.perf_counter() > deadline:
                     truncated = True  # (the first point is always measured: a curve to report)
                     break
                 p = measure(
-                    index, xq, truth, nprobe=nprobe, k_factor=kf, min_rerank=config.min_rerank
+                    index,
+                    xq,
+                    truth,
+                    nprobe=nprobe,
+                    k_factor=kf,
+                    min_rerank=config.min_rerank,
+                    margin=margin,
                 )
                 logger.debug("nprobe %d k_factor %d: %s", nprobe, kf, p)
                 row.append(p)
                 bar.update()
                 if _row_done(row, points, config):
                     break
+            if not points and not any(gated(p) >= config.target_recall for p in row):
+                # The first row fell short: deeper re-ranking is the likeliest lever.
+                k_factors = row_order(grid_k, explicit=kf, first_reached=False)[1:]
             points += row
             bar.update(len(grid) - len(row))
             if truncated:
@@ -237,16 +302,27 @@ def sweep(
     return sorted(points, key=lambda p: (p.k_factor, p.nprobe)), truncated
 
 
-def row_order(k_factors: Sequence[int], explicit: int | None = None) -> list[int]:
+def row_order(
+    k_factors: Sequence[int], explicit: int | None = None, *, first_reached: bool = True
+) -> list[int]:
     """An explicit depth first (only its points can be chosen: the time budget must not run
     out before it is measured), else the default depth (it usually holds the cheapest point
-    reaching the target); then the others deepest first: later rows only have to beat what
-    earlier rows found."""
+    reaching the target). Then, while the target is within reach of the first row, the others
+    up to twice the default deepest first (later rows only have to beat what earlier rows
+    found), and the deep ones (16, 32: k * 1,600+ candidates cost several times more per
+    search) last. When the first row fell short (``first_reached`` False), re-ranking depth is
+    what it lacked (the usual case once every list is probed): deeper rows first, shallowest
+    deep one first, then the shallower ones (for the curve)."""
     if explicit is not None and explicit in k_factors:
         first = explicit
     else:
         first = DEFAULT_K_FACTOR if DEFAULT_K_FACTOR in k_factors else max(k_factors)
-    return [first, *sorted((kf for kf in k_factors if kf != first), reverse=True)]
+    rest = [kf for kf in k_factors if kf != first]
+    deep = sorted(kf for kf in rest if kf > max(first, 2 * DEFAULT_K_FACTOR))
+    deeper = sorted(kf for kf in rest if kf > first)
+    if first_reached:
+        return [first, *sorted((kf for kf in rest if kf not in deep), reverse=True), *deep]
+    return [first, *deeper, *sorted((kf for kf in rest if kf < first), reverse=True)]
 
 
 def _row_done(
@@ -255,7 +331,7 @@ def _row_done(
     """Whether probing more lists at this k_factor would only cost time.
 
     Yes when recall has plateaued or is ~1, when the row reached the target (more lists cost
-    more: at 1M vectors nprobe 1,024 took 10x nprobe 512), and, after the first row, when the
+    more, and at 1M vectors far more than linearly), and, after the first row, when the
     row is already slower than the cheapest point reaching the target, or its gains are too
     small to ever reach it.
     """
@@ -263,11 +339,11 @@ def _row_done(
     if config.nprobe is not None and last.nprobe < config.nprobe:
         return False  # an explicit nprobe is always measured
     gain = _doubling_gain(row)
-    if gain < PLATEAU_GAIN or last.recall >= MAX_RECALL or last.recall >= config.target_recall:
+    if gain < PLATEAU_GAIN or last.recall >= MAX_RECALL or gated(last) >= config.target_recall:
         return True
     if not earlier:
         return False  # the first row runs to its plateau: it shows the best recall
-    reached = [p.p50_ms for p in [*earlier, *row] if p.recall >= config.target_recall]
+    reached = [p.p50_ms for p in [*earlier, *row] if gated(p) >= config.target_recall]
     too_slow = bool(reached) and last.p50_ms > SLOWER * min(reached)
     # Once gains shrink, each doubling of nprobe roughly halves them: the rest of the row adds
     # about one more gain. (Before that, at few lists, gains grow: nothing to conclude.)
@@ -308,11 +384,12 @@ def choose(
     nprobe: int | None = None,
     k_factor: int | None = None,
 ) -> OperatingPoint | None:
-    """The lowest-p50 point reaching the target among those matching explicit values."""
+    """The lowest-p50 point whose recall (its interval's lower end when known, ``gated``)
+    reaches the target, among those matching explicit values."""
     ok = [
         p
         for p in points
-        if p.recall >= target
+        if gated(p) >= target
         and (nprobe is None or p.nprobe == nprobe)
         and (k_factor is None or p.k_factor == k_factor)
     ]
@@ -323,6 +400,13 @@ def tune(
     index: faiss.Index, xb: np.ndarray, queries: QuerySet, nlist: int, config: TuningConfig
 ) -> Tuning:
     """Measure an index's recall/latency curve and choose its default operating point.
+
+    When the sweep finds no point reaching the target, a probe measures the recall deeper
+    re-ranking would give at the explicit or else the largest nprobe measured
+    (``rerank_probes``); the shallowest depth
+    it shows reaching the target is then measured as a real, timed point, then at fewer lists
+    while it still reaches it (``_rescue``), so a point that exists is found even when the
+    sweep's budget ran out first.
 
     Args:
         index: trained and filled IVF index (possibly with a re-ranking stage), inner product.
@@ -338,18 +422,67 @@ def tune(
     k = min(config.recall_k, len(xb))
     _, truth = exact_search(xb, queries.xq, k)
     logger.info("Exact top-%d of %d queries: %.1f s", k, len(truth), time.perf_counter() - t0)
-    points, truncated = sweep(index, queries.xq, truth, nlist, config)
+    margin = queries.margin
+    points, truncated = sweep(index, queries.xq, truth, nlist, config, margin=margin)
+    chosen = choose(points, config.target_recall, nprobe=config.nprobe, k_factor=config.k_factor)
+    probes: list[RerankProbe] = []
+    # The probe reads one re-ranking stage's candidates (not a sharded index's merged ones).
+    if chosen is None and isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+        # An explicit nprobe, else the most lists any row measured: rows stop where more
+        # lists stopped paying off.
+        widest = config.nprobe or max(p.nprobe for p in points)
+        probes = rerank_probes(index, xb, queries.xq, truth, widest)
+        points += _rescue(index, queries.xq, truth, probes, points, nlist, config, margin)
     points = pareto_frontier(points)
     chosen = choose(points, config.target_recall, nprobe=config.nprobe, k_factor=config.k_factor)
     return Tuning(
         target_recall=config.target_recall,
         recall_k=k,
         queries=queries,
-        points=tuple(points),
+        points=tuple(sorted(points, key=lambda p: (p.k_factor, p.nprobe))),
         chosen=chosen,
         truncated=truncated,
         seconds=time.perf_counter() - t0,
+        probes=tuple(probes),
     )
+
+
+def _rescue(
+    index: faiss.Index,
+    xq: np.ndarray,
+    truth: np.ndarray,
+    probes: Sequence[RerankProbe],
+    points: Sequence[OperatingPoint],
+    nlist: int,
+    config: TuningConfig,
+    margin: float,
+) -> list[OperatingPoint]:
+    """Measure (timed) the shallowest probed depth whose recall reaches the target, at the
+    probe's nprobe and then at fewer lists while it still reaches it."""
+    if config.k_factor is not None:
+        return []  # only the explicit depth may be published: the advice names the probe
+    # The probe has no interval: ask its mean for the target plus the interval's usual width.
+    wanted = config.target_recall + margin
+    reach = [p for p in probes if p.recall >= wanted]
+    measured = {(p.nprobe, p.k_factor) for p in points}
+    if not reach:
+        return []
+    kf, nprobe = reach[0].k_factor, reach[0].nprobe
+    if (nprobe, kf) in measured:
+        return []
+    grid = [g for g in nprobe_grid(nlist, config.nprobe) if g <= nprobe]
+    if config.nprobe is not None:
+        grid = [config.nprobe] if config.nprobe <= nprobe else []
+    out: list[OperatingPoint] = []
+    for g in reversed(grid[-(WALK_DOWN_STEPS + 1) :]):
+        p = measure(
+            index, xq, truth, nprobe=g, k_factor=kf, min_rerank=config.min_rerank, margin=margin
+        )
+        logger.info("Deeper re-ranking, nprobe %d k_factor %d: %s", g, kf, p)
+        out.append(p)
+        if gated(p) < config.target_recall:
+            break
+    return out
 
 
 def allowed_best(tuning: Tuning, config: TuningConfig) -> OperatingPoint:
@@ -362,63 +495,3 @@ def allowed_best(tuning: Tuning, config: TuningConfig) -> OperatingPoint:
         and (config.k_factor is None or p.k_factor == config.k_factor)
     ]
     return max(ok or tuning.points, key=lambda p: (p.recall, -p.p50_ms))
-
-
-def advice(tuning: Tuning, factory: str, nlist: int, d: int, config: TuningConfig) -> list[str]:
-    """What to change so that this index reaches its target, from the shape of its curve."""
-    out = []
-    free = choose(tuning.points, tuning.target_recall)
-    if free is not None:  # explicit --nprobe / --k-factor kept it below target
-        out.append(
-            f"nprobe {free.nprobe} with k_factor {free.k_factor} reaches {free.recall:.3f}: "
-            "drop or raise --nprobe / --k-factor"
-        )
-    best = tuning.best
-    if tuning.truncated:
-        out.append(
-            f"the sweep ran out of its {config.time_budget_s:.0f} s budget before measuring "
-            "every setting: a larger --eval-budget-s"
-        )
-    elif config.nprobe is not None and config.nprobe < nlist and free is None:
-        out.append(f"more nprobe headroom than --nprobe {config.nprobe}")
-    if "RFlat" not in factory and "Refine(" not in factory:
-        out.append(
-            f"a re-ranking stage: '{factory},RFlat' (+{4 * d} B/vector), "
-            f"',Refine(SQfp16)' (+{2 * d} B) or ',Refine(SQ8)' (+{d} B)"
-        )
-    else:
-        deepest = max(p.k_factor for p in tuning.points)
-        if best.k_factor == deepest:
-            out.append(f"deeper re-ranking: --k-factor {2 * deepest}")
-        if "Refine(SQ8)" in factory:
-            out.append("a more exact re-ranking stage: Refine(SQfp16) or RFlat")
-    bigger = _more_pq_bytes(factory, d)
-    if bigger is not None:
-        out.append(f"more PQ bytes: {bigger!r}")
-    out.append("or a lower --target-recall")
-    return out
-
-
-def _more_pq_bytes(factory: str, d: int) -> str | None:
-    match = re.search(r"PQ(\d+)", factory)
-    if match is None:
-        return None
-    m = int(match.group(1)) * 2
-    if d % m:
-        return None
-    return factory[: match.start(1)] + str(m) + factory[match.end(1) :]
-
-
-def below_target_message(
-    tuning: Tuning, factory: str, nlist: int, d: int, config: TuningConfig
-) -> str:
-    """Why a build is refused: the best recall reached, where, and what to change."""
-    best = tuning.best
-    return (
-        f"recall@{tuning.recall_k} of {factory} does not reach the target "
-        f"{tuning.target_recall}: best {best.recall:.3f} at nprobe {best.nprobe}, k_factor "
-        f"{best.k_factor} ({best.p50_ms:.2f} ms p50), measured on "
-        f"{tuning.queries.description}.\nTo reach it, try: "
-        + "; ".join(advice(tuning, factory, nlist, d, config))
-        + "."
-    )

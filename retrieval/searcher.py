@@ -98,8 +98,8 @@ class Searcher:
         self.ntotal = int(art.index.ntotal)
         index = faiss.downcast_index(art.index)
         # The exact plan scores eligible rows where the full vectors already are: an RFlat
-        # stage's IndexFlat, scanned with the selector (no gather copy, faster than numpy on
-        # 2.5k-25k rows: docs/filtering.md), else embeddings.npy rows.
+        # stage's IndexFlat, scanned with the selector (no gather copy, and faster than numpy
+        # on the row counts the exact plan serves), else embeddings.npy rows.
         refine = faiss.downcast_index(index.refine_index) if ann.has_refine(index) else None  # type: ignore[attr-defined]
         self._exact_xb: np.ndarray | faiss.IndexFlat = (
             refine if isinstance(refine, faiss.IndexFlat) else art.embeddings

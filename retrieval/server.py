@@ -259,8 +259,8 @@ def create_server(config: ServerConfig, *, embedder: Embedder | None = None) -> 
         The running server and the port it is bound to (useful with port 0).
     """
     faiss.omp_set_num_threads(config.omp_threads)
-    # Likewise BLAS (numpy's OpenBLAS spins up threads for a 2,400 x 384 product and took 16 ms
-    # instead of 1 ms on two busy cores, measured): one thread per request.
+    # Likewise BLAS (numpy's OpenBLAS spins up threads even for a small product, which on two
+    # busy cores costs far more than the product itself): one thread per request.
     threadpool_limits(limits=1, user_api="blas")
     metrics = Metrics()
     server, serving, executor = _grpc_server(config, metrics)

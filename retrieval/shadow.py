@@ -10,9 +10,9 @@ recall@k (``indexer.ann.recall_per_query``) also counts a returned ad whose exac
 the k-th best exact score: it does not penalise an arbitrary pick among exact duplicates. Calls
 with an advertiser cap are skipped (their ideal answer is not a top k).
 
-The exact pass over n ads costs about n * d * 2 flops per query (measured on one core: 14 ms
-per group of 16 at 20k x 384, 0.65 s at 1M x 384; docs/results/recall_control.jsonl);
-``max_duty`` bounds the share of one core it may use by sleeping after each pass.
+The exact pass over n ads costs about n * d * 2 flops per query and reads the whole embedding
+matrix once per group (memory-bandwidth bound); ``max_duty`` bounds the share of one core it may
+use by sleeping after each pass.
 
 A listener (the recall controller, ``retrieval.recall_control``) may ask for more: which calls
 it wants measured (and at which k), a higher sampling rate and duty while a version is

@@ -3,9 +3,11 @@
     python docs/experiments/ivf_1m.py "IVF4096,PQ192x4fs,RFlat" --per-list 64 \
         --k-factors 4 --nprobes 128,256,320,384,512
 
-Prints one JSON line for the build (training points, train and add seconds) and one per
+Prints one JSON line for the build (training points, train and add seconds), one per
 (k_factor, nprobe): recall@100 of the first 1,000 queries against exact search, and p50/p99 of
-300 single-query searches on one OpenMP thread. A row stops once recall passes 0.985.
+300 single-query searches on one OpenMP thread (a row stops once recall passes 0.985), and a
+summary (recall at nprobe 256, the cheapest point reaching 0.95). Each is appended,
+self-describing (``benchmarks.provenance``), to ``--out``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import faiss
@@ -22,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for benchmarks.datasets
 
 from benchmarks import datasets
+from benchmarks.provenance import command, provenance
 from indexer.ann import exact_search, recall_at_k, search_params
 
 NQ, K, TIMED, WARMUP = 1_000, 100, 300, 20
@@ -33,9 +37,21 @@ def main() -> None:
     ap.add_argument("--per-list", type=int, default=64, help="k-means training points per list")
     ap.add_argument("--k-factors", default="4")
     ap.add_argument("--nprobes", default="128,256,320,384,512")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/experiments/ivf-1m.jsonl"))
     args = ap.parse_args()
+    cmd = command()
     ds = datasets.calibrated(1_000_000, 10_000)
     xb, xq = ds.xb, ds.xq[:NQ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    threads = {"single": 1, "build": 2, "how": "train and add on 2 OpenMP threads, search on 1"}
+    base = {"benchmark": "ivf_1m", "dataset": ds.name, "nb": ds.nb, "d": ds.d,
+            "factory": args.factory, "threads": threads}  # fmt: skip
+
+    def emit(kind: str, row: Mapping[str, object]) -> None:
+        print(json.dumps(row), flush=True)
+        with args.out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({**base, "kind": kind, **row, **provenance(cmd)}) + "\n")
+
     faiss.omp_set_num_threads(2)
     _, truth = exact_search(xb, xq, K)
     nlist = int(args.factory.split(",")[0][3:].split("_")[0])
@@ -48,7 +64,8 @@ def main() -> None:
     index.add(xb)
     t2 = time.perf_counter()
     build = {"train_points": n_train, "train_s": round(t1 - t0, 1), "add_s": round(t2 - t1, 1)}
-    print(json.dumps({"factory": args.factory, **build}), flush=True)
+    emit("build", build)
+    points: list[dict[str, float]] = []
 
     for kf in (int(x) for x in args.k_factors.split(",")):
         for nprobe in (int(x) for x in args.nprobes.split(",")):
@@ -67,9 +84,15 @@ def main() -> None:
             point = {"k_factor": kf, "nprobe": nprobe, "recall": round(float(recall), 4)}
             point |= {"p50_ms": round(float(np.percentile(ms, 50)), 3)}
             point |= {"p99_ms": round(float(np.percentile(ms, 99)), 3)}
-            print(json.dumps({"factory": args.factory, **point}), flush=True)
+            emit("point", point)
+            points.append(point)
             if recall > 0.985:
                 break
+    at_256 = next((p for p in points if p["nprobe"] == 256), None)
+    reach = [p for p in points if p["recall"] >= 0.95]
+    cheapest = min(reach, key=lambda p: p["p50_ms"]) if reach else None
+    emit("summary", {**build, "recall_at_nprobe_256": at_256 and at_256["recall"],
+                     "cheapest_95": cheapest})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The recall controller on live traffic: how many calls until served recall holds the target.
 
-    python docs/experiments/recall_control.py --dataset sample --out docs/results/recall_control.jsonl
+    python docs/experiments/recall_control.py --dataset sample --out benchmarks/results/recall_control.jsonl
 
 Builds an index (cached in ``--work``), starts ``adindex serve`` at its defaults (only the
 index, free ports and JSON logs are given; ``--recall-control off`` for the comparison run),
@@ -24,8 +24,12 @@ Datasets (``--nb`` ads, 20,000 by default, like the outside check's catalog):
 - ``clustered``: isotropic blobs around 200 random centres, built with ``--queries`` of
   near-duplicates of ads, live queries between two centres with heavy noise.
 
-Rows (JSON lines): ``kind=checkpoint`` every ``--every`` calls (served point, moves, samples,
-shadow outcomes, server CPU seconds) and one ``kind=run`` per server run.
+Rows (JSON lines, self-describing: ``benchmarks.provenance``): ``kind=checkpoint`` every
+``--every`` calls (served point, moves, samples, shadow outcomes, server CPU seconds), one
+``kind=run`` per server run, and with ``--exact-costs`` one ``kind=exact_cost`` per size.
+docs/serving.md's tables are generated from the rows published to
+docs/results/recall_control.jsonl by ``make docs`` (views ``recall-control`` and ``exact-cost``
+of ``benchmarks.doc_views_features``); ``--table`` prints them for any results file.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository's packages
 
 import numpy as np  # noqa: E402
+
+from benchmarks.provenance import command, provenance  # noqa: E402
 
 logger = logging.getLogger("recall_control")
 # calibrated-shift: held-out queries near one cluster, live queries between two and noisier
@@ -164,6 +170,22 @@ def _series(metrics: dict[str, float], prefix: str) -> float:
     return sum(v for s, v in metrics.items() if s.startswith(prefix))
 
 
+def server_threads() -> dict[str, Any]:
+    """``adindex serve`` at its defaults (``ServerConfig``), one client calling it."""
+    from retrieval.server import ServerConfig
+
+    config = ServerConfig()
+    return {"server_omp": config.omp_threads, "server_alone_omp": config.alone_omp_threads,
+            "clients": 1, "how": "adindex serve at its defaults; one client, one call at a time"}  # fmt: skip
+
+
+def described(args: argparse.Namespace, xb: np.ndarray, row: dict[str, Any]) -> dict[str, Any]:
+    """A row with what makes it self-describing (``benchmarks.docs.REQUIRED``), stamped now."""
+    return {"benchmark": "recall_control", **row, "dataset": args.dataset, "nb": len(xb),
+            "d": xb.shape[1], "threads": server_threads(), "label": args.label,
+            **provenance(args.cmd)}  # fmt: skip
+
+
 def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, control: str) -> list[dict[str, Any]]:  # fmt: skip
     from indexer.ann import exact_search, recall_at_k
     from retrieval.client import RetrievalClient
@@ -184,7 +206,7 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
                 served.append(default)  # the default point that answered (or a later one)
                 if (i + 1) % args.every == 0 or i + 1 == len(warm):
                     m = server.metrics()
-                    rows.append({
+                    rows.append(described(args, xb, {
                         "kind": "checkpoint", "control": control, "calls": i + 1,
                         "nprobe": default[0], "k_factor": default[1],
                         "moves": _series(m, "adindex_operating_point_moves_total"),
@@ -193,7 +215,7 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
                         "shadow_dropped": m.get('adindex_shadow_queries_total{outcome="dropped"}', 0),
                         "server_cpu_s": round(server.cpu_s() - cpu0, 2),
                         "wall_s": round(time.perf_counter() - t0, 2),
-                    })  # fmt: skip
+                    }))  # fmt: skip
                     logger.info("%s", rows[-1])
             warm_cpu, warm_wall = server.cpu_s() - cpu0, time.perf_counter() - t0
             found, found10, lat = [], [], []
@@ -212,9 +234,8 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
     offline = offline_recall(root, held, truth, points)
     reached = next((i + 1 for i, p in enumerate(served) if offline[p] >= TARGET), None)
     manifest = json.loads(info.manifest_json)
-    rows.append({
-        "kind": "run", "control": control, "dataset": args.dataset, "nb": len(xb),
-        "d": xb.shape[1], "factory": info.index_factory, "nlist": manifest["index"]["nlist"],
+    rows.append(described(args, xb, {
+        "kind": "run", "control": control, "factory": info.index_factory, "nlist": manifest["index"]["nlist"],
         "build_point": [manifest["search"]["nprobe"], manifest["search"]["k_factor"]],
         "final_point": [info.default_nprobe, info.default_k_factor],
         "warmup_calls": len(warm), "measure_queries": len(held), "k": K, "target": TARGET,
@@ -226,10 +247,8 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
         "warmup_server_cpu_s": round(warm_cpu, 2), "warmup_wall_s": round(warm_wall, 2),
         "measure_p50_ms": round(1e3 * float(np.percentile(lat, 50)), 3),
         "measure_p99_ms": round(1e3 * float(np.percentile(lat, 99)), 3),
-        "threads": "server defaults (2 cores)", "load_avg": os.getloadavg(),
-        "git_sha": _git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "label": args.label,
-    })  # fmt: skip
+        "load_avg": os.getloadavg(),
+    }))  # fmt: skip
     logger.info("%s", rows[-1])
     return rows
 
@@ -250,12 +269,9 @@ def offline_recall(root: Path, xq: np.ndarray, truth: np.ndarray, points: set[tu
     return out
 
 
-def _git_sha() -> str:
-    return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                          text=True, cwd=ROOT, check=False).stdout.strip()  # fmt: skip
-
-
-def exact_costs(sizes: tuple[int, ...] = (20_000, 1_000_000), d: int = 384) -> list[dict[str, Any]]:
+def exact_costs(
+    cmd: str, sizes: tuple[int, ...] = (20_000, 1_000_000), d: int = 384
+) -> list[dict[str, Any]]:
     """CPU time of shadow's exact pass (``exact_search``, one thread) per group of 16 queries."""
     from threadpoolctl import threadpool_limits
 
@@ -272,37 +288,26 @@ def exact_costs(sizes: tuple[int, ...] = (20_000, 1_000_000), d: int = 384) -> l
                 t = time.process_time()
                 exact_search(xb, xq, K)
                 cpu.append(time.process_time() - t)
-            rows.append({"kind": "exact_cost", "nb": n, "d": d, "group": 16, "k": K,
-                         "cpu_s_per_group": [round(c, 3) for c in cpu], "threads": 1,
-                         "load_avg": os.getloadavg(), "git_sha": _git_sha()})  # fmt: skip
+            rows.append({"benchmark": "recall_control", "kind": "exact_cost",
+                         "dataset": "standard-normal", "nb": n, "d": d, "group": 16, "k": K,
+                         "cpu_s_per_group": [round(c, 3) for c in cpu],
+                         "threads": {"exact": 1, "how": "threadpool_limits(1, blas) and omp_threads(1)"},
+                         "load_avg": os.getloadavg(), **provenance(cmd)})  # fmt: skip
             logger.info("%s", rows[-1])
             del xb
     return rows
 
 
 def table(path: Path) -> str:
-    """The docs table (docs/serving.md) from the ``kind=run`` rows of a results file."""
-    out = [
-        "| dataset | control | build point | final point | moves | calls until the point held "
-        "0.95 | served recall@100 / @10 | warm-up server CPU s | label |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for line in path.read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        if r["kind"] != "run":
-            continue
-        moves = ", ".join(
-            f"{m['direction']} to ({m['nprobe']}, {m['k_factor']})" for m in r["moves"]
-        )
-        reached = r["calls_until_served_point_holds_target"]
-        out.append(
-            f"| {r['dataset']} {r['nb']} x {r['d']} `{r['factory']}` | {r['control']} "
-            f"| {tuple(r['build_point'])} | {tuple(r['final_point'])} | {moves or '-'} "
-            f"| {'never' if reached is None else reached} "
-            f"| {r['served_recall_at_100']:.4f} / {r['served_recall_at_10']:.4f} "
-            f"| {r['warmup_server_cpu_s']:.2f} | {r['label']} |"
-        )
-    return "\n".join(out)
+    """docs/serving.md's tables (views ``recall-control`` and ``exact-cost``) of a results file."""
+    from benchmarks.doc_views import Spec
+    from benchmarks.doc_views_features import exact_cost_view, recall_control_view
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return "\n\n".join(
+        view(rows, Spec("table", name))
+        for name, view in (("recall-control", recall_control_view), ("exact-cost", exact_cost_view))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,12 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", type=Path, help="only print the docs table of this results file")
     p.add_argument("--exact-costs", action="store_true", help="only time the exact pass")
     args = p.parse_args(argv)
+    args.cmd = command(argv)
     if args.table:
         print(table(args.table))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.exact_costs:
-        rows = exact_costs()
+        rows = exact_costs(args.cmd)
         if args.out:
             with args.out.open("a", encoding="utf-8") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)

@@ -1,6 +1,7 @@
 """How many Retrieve calls/s this machine can serve at all, from three measurements (docs/serving.md).
 
     python docs/experiments/serving_ceiling.py --index /tmp/load-1m/index --nprobe 320
+    python docs/experiments/serving_ceiling.py --index /tmp/load-100k/index   # its default nprobe
 
 1. **FAISS alone**, no RPC: the served artifact's search at ``--nprobe`` (its recall@k against
    the exact top k in ``truth.npy`` beside the index root, from ``benchmarks.load make-index``):
@@ -15,8 +16,9 @@
 3. **The budget**: at a target rate the machine has ``cores / rate`` of CPU per call for client,
    server and search together; the floor is search (batched) + bare server + client.
 
-Prints JSON lines and the budget; writes them to
-``benchmarks/results/load/ceiling{-LABEL}.jsonl``.
+Prints JSON lines and the budget; writes them, each self-describing (``benchmarks.provenance``),
+to ``benchmarks/results/load/ceiling{-LABEL}.jsonl``; ``python -m benchmarks.publish`` copies
+the ones a doc cites to docs/results/.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
     truth = np.load(index_root.parent / "truth.npy")[: 2 * TIMED, :k]
     # The server's own parameters (its k_factor and eligibility selector), from the searcher.
+    nprobe = nprobe or art.manifest.search.nprobe  # 0: the artifact's default, as the server
     params = searcher._params(searcher.point._replace(nprobe=nprobe), k, searcher.view.selector.sel)
     faiss.omp_set_num_threads(1)
     _, found = art.index.search(xq, k, params=params)
@@ -96,15 +99,24 @@ def faiss_alone(index_root: Path, nprobe: int, k: int) -> dict[str, Any]:
         t.join()
     qps = (TIMED // cores) * cores / (time.perf_counter() - t0)
     return {
-        "what": "faiss-alone",
+        "kind": "faiss-alone",
+        "threads": {
+            "single": 1,
+            "lone": sorted(lone),
+            "qps": cores,
+            "how": "CPU per query on 1 OpenMP thread; lone-query latency on 1 and 2 "
+            "threads; QPS: one single-query search per core",
+        },
         "factory": art.manifest.index.factory,
         "nb": art.index.ntotal,
+        "d": art.index.d,
         "nprobe": nprobe,
         "k": k,
         f"recall_at_{k}": round(float(recall), 4),
         "cpu_ms_per_query_single": round(single, 3),
         f"cpu_ms_per_query_batch{BATCH}": round(batched, 3),
-        **{f"lone_p50_p99_ms_{n}_threads": v for n, v in lone.items()},
+        **{f"lone_p50_ms_{n}_threads": v[0] for n, v in lone.items()},
+        **{f"lone_p99_ms_{n}_threads": v[1] for n, v in lone.items()},
         "qps_one_search_per_core": round(qps),
         "cores": cores,
     }
@@ -161,7 +173,8 @@ def bare_server(index_root: Path, workers: int, clients: list[int]) -> list[dict
             r = drive(run, xq, proc.pid)
             rows.append(
                 {
-                    "what": "bare-python-grpc-server",
+                    "kind": "bare-server",
+                    "threads": {"workers": workers, "clients": c, "client_procs": run.procs},
                     "workers": workers,
                     "clients": c,
                     "qps": round(r.qps),
@@ -180,7 +193,7 @@ def bare_server(index_root: Path, workers: int, clients: list[int]) -> list[dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--index", type=Path, help="artifact root from benchmarks.load make-index")
-    ap.add_argument("--nprobe", type=int, default=320)
+    ap.add_argument("--nprobe", type=int, default=0, help="0 = the index's default")
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--target-qps", type=float, default=1500)
@@ -192,10 +205,17 @@ def main() -> None:
         return
     if args.index is None:
         ap.error("--index is required")
-    rows = [faiss_alone(args.index, args.nprobe, args.k)]
+    from benchmarks.provenance import command, provenance
+
+    cmd = command()
+    dataset = args.index.parent / "dataset.json"
+    base = {"benchmark": "serving_ceiling", "k": args.k,
+            "dataset": json.loads(dataset.read_text())["dataset"] if dataset.is_file() else None}  # fmt: skip
+    rows = [{**base, **faiss_alone(args.index, args.nprobe, args.k), **provenance(cmd)}]
     print(json.dumps(rows[-1]), flush=True)
+    base |= {key: rows[0][key] for key in ("factory", "nb", "d", "nprobe")}  # the searched index
     for row in bare_server(args.index, args.workers, [1, 16]):
-        rows.append(row)
+        rows.append({**base, **row, **provenance(cmd)})
         print(json.dumps(row), flush=True)
     search, bare = rows[0], rows[-1]
     if bare["server_cpu_ms"] is None:
@@ -203,16 +223,17 @@ def main() -> None:
     floor = search[f"cpu_ms_per_query_batch{BATCH}"] + bare["server_cpu_ms"] + bare["client_cpu_ms"]
     budget = 1e3 * search["cores"] / args.target_qps
     verdict = {
-        "what": "budget",
+        **base,
+        "kind": "budget",
+        "threads": {"cores": search["cores"]},
         "target_qps": args.target_qps,
         "cpu_ms_per_call_available": round(budget, 3),
         "cpu_ms_per_call_floor": round(floor, 3),
         "floor_parts": "batched search + bare server + clients (16 clients)",
         "max_qps_at_floor": round(1e3 * search["cores"] / floor),
         "max_qps_clients_elsewhere": round(1e3 * search["cores"] / (floor - bare["client_cpu_ms"])),
-        "load_avg_1m": os.getloadavg()[0],
     }
-    rows.append(verdict)
+    rows.append({**verdict, **provenance(cmd)})
     print(json.dumps(verdict), flush=True)
     out = (
         ROOT / "benchmarks/results/load" / f"ceiling{'-' + args.label if args.label else ''}.jsonl"

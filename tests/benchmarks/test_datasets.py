@@ -24,7 +24,9 @@ from benchmarks.datasets import (
     main,
     neighbour_stats,
     read_idx,
+    tight,
 )
+from indexer.ann import exact_search
 
 NB, NQ, D = 10_000, 200, 384  # nlist 256 (~39 per list): k-means takes about a second
 
@@ -137,6 +139,16 @@ def _write_idx(path: Path, data: np.ndarray) -> None:
         f.write(header + data.astype(np.uint8).tobytes())
 
 
+def test_tight_queries_pack_their_neighbours_closer_on_the_same_catalog(small: Dataset) -> None:
+    tq = tight(NB, NQ, D)
+    assert tq.name == f"tight-{NB}"
+    np.testing.assert_array_equal(tq.xb, small.xb)  # the same catalog, other queries
+    cos = {name: exact_search(ds.xb, ds.xq, 100)[0] for name, ds in (("c", small), ("t", tq))}
+    # ~0.8x the calibrated cosines (1M: 0.545 / 0.429 against 0.676 / 0.534; TIGHT_STATS)
+    ratio = cos["t"][:, [0, 99]].mean(axis=0) / cos["c"][:, [0, 99]].mean(axis=0)
+    assert np.all((ratio > 0.75) & (ratio < 0.85)), ratio
+
+
 def test_read_idx_round_trip(tmp_path: Path) -> None:
     data = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     _write_idx(tmp_path / "x-idx3-ubyte.gz", data)
@@ -166,11 +178,18 @@ def test_load_fashion_mnist_absent_returns_none(
     assert "train-images-idx3-ubyte.gz" in caplog.text
 
 
-def test_cli_prints_a_table_and_a_json_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--nb", "3000", "--nq", "20", "--d", "64", "--nlist", "64"]) == 0
+def test_cli_prints_a_table_and_a_json_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_file = tmp_path / "stats.jsonl"
+    argv = ["--nb", "3000", "--nq", "20", "--d", "64", "--nlist", "64", "--out", str(out_file)]
+    assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[1].split() == ["stat", "synthetic", "real", "diff"]
     record = json.loads(out[-1])
+    assert json.loads(out_file.read_text()) == record  # the same self-describing line, kept
+    assert record["kind"] == "neighbour_stats" and record["nb"] == 3000 and record["d"] == 64
+    assert record["command"].startswith("python -m benchmarks.datasets --nb 3000")
     assert record["nlist"] == 64 and record["stats"]["nq"] == 20
     assert set(record["stats"]) >= {
         "cos_1st",

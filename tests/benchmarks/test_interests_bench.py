@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.interests import InterestsBenchConfig, User, esci_users, report, run_quality
+from benchmarks.docs import REQUIRED
+from benchmarks.interests import InterestsBenchConfig, User, esci_users, run_quality
 from indexer.ann import exact_search, normalize
 from indexer.build import BuildConfig, build
 from indexer.catalog import write_catalog_jsonl
@@ -47,10 +48,10 @@ def test_quality_rows_compare_the_average_with_several_interests(tmp_path: Path)
     assert by["interests"]["interest_recall"] >= 0.95  # IVF32,Flat at nprobe 32: exact
     assert by["averaged-exact"]["interest_recall"] < by["interests"]["interest_recall"]
     assert by["interests"]["worst_interest_recall"] > by["averaged"]["worst_interest_recall"]
-    path = tmp_path / "rows.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = report(path)
-    assert "| toy | 20 | 2 | 20 | interests | " in table
+    for r in rows:  # self-describing, as published to docs/results/
+        assert set(REQUIRED) <= json.loads(json.dumps(r)).keys()
+        assert (r["dataset"], r["nb"], r["d"], r["kind"]) == ("toy", N, D, "quality")
+        assert r["threads"]["clients"] == 1 and r["command"] == cfg.command
 
 
 def test_esci_users_have_disjoint_relevant_products() -> None:
@@ -62,9 +63,3 @@ def test_esci_users_have_disjoint_relevant_products() -> None:
         assert sum(len(r) for r in u.relevant) == len(set().union(*u.relevant))
         assert all(r and all(p < 200 for p in r) for r in u.relevant)  # grade >= 2 only
         np.testing.assert_allclose(np.linalg.norm(u.averaged), 1.0, atol=1e-5)
-
-
-def test_report_of_an_empty_file_has_only_headers(tmp_path: Path) -> None:
-    (tmp_path / "empty.jsonl").write_text("")
-    lines = report(tmp_path / "empty.jsonl").splitlines()
-    assert [line for line in lines if line.startswith("| ")] == [lines[0], lines[3]]

@@ -16,7 +16,8 @@ from benchmarks.text_data import ndcg_at
 
 FIELDS = {
     "name", "index_key", "params", "k", "nq", "recall_at_10", "recall_at_100", "p50_ms", "p99_ms",
-    "qps", "build_s", "index_bytes", "rss_mb", "threads", "git_sha", "machine",
+    "qps", "build_s", "index_bytes", "rss_mb", "threads", "git_sha", "machine", "dataset", "nb",
+    "d", "command", "load_avg_1m", "time_utc", "benchmark", "kind",
 }  # fmt: skip
 
 
@@ -41,12 +42,16 @@ def test_every_system_writes_complete_json_lines(
     assert {r["name"] for r in lines} == set(SYSTEMS)
     for r in lines:
         assert r.keys() >= FIELDS, FIELDS - r.keys()
-        assert r["k"] == 100 and r["nq"] == 40
+        assert r["k"] == 100 and r["nq"] == 40 and r["nb"] == 3000 and r["d"] == 32
         assert r["machine"]["cores"] >= 1 and r["git_sha"]
+        # Equal threads in every system: one per single query, 2 for the throughput run.
+        assert (r["threads"]["single"], r["threads"]["qps"]) == (1, 2), r["name"]
     assert any(r["pareto"] for r in lines)
     for name in ("results.md", "run.json", "recall_vs_p50.png", "recall_vs_qps.png"):
         assert (out_dir / name).stat().st_size > 0
     assert "cos_1st" in json.loads((out_dir / "run.json").read_text())["neighbour_stats"]
+    extras = [json.loads(line) for line in (out_dir / "extras.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in extras] == ["run", "neighbour_stats"]
 
 
 def test_exact_search_is_exact_and_adindex_finds_most_neighbours(
@@ -61,7 +66,7 @@ def test_exact_search_is_exact_and_adindex_finds_most_neighbours(
     ad = {r["params"]["nprobe"]: r for r in rows if r["name"] == "adindex"}
     grpc = {r["params"]["nprobe"]: r for r in rows if r["name"] == "adindex-grpc"}
     for nprobe, r in ad.items():  # the server searches the same artifact the same way
-        # (up to near-ties: a lone call over gRPC may split its probed lists over 2 threads)
+        # (up to near-ties between equal scores)
         assert grpc[nprobe]["recall_at_100"] == pytest.approx(r["recall_at_100"], abs=0.005)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks.docs import REQUIRED
 from benchmarks.root_overhead import main, report
 
 
@@ -18,6 +19,7 @@ def test_one_and_two_leaves_write_complete_lines_and_a_table(tmp_path: Path) -> 
     assert [r["shards"] for r in rows] == [1, 2]
     first = rows[0]
     for r in rows:
+        assert set(REQUIRED) <= r.keys() and r["command"].startswith("python -m benchmarks.root")
         assert r["calls"] == 20 and r["nb"] == 3000 and r["d"] == 384
         assert (r["nprobe"], r["k_factor"], r["factory"]) == (
             first["nprobe"],

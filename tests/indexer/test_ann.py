@@ -95,3 +95,15 @@ def test_merge_topk_keeps_the_best_and_drops_padding() -> None:
         [np.array([0.9, 0.5, -1.0]), np.array([0.7])], [np.array([1, 2, -1]), np.array([10])], 3
     )
     assert I.tolist() == [1, 10, 2] and D.tolist() == pytest.approx([0.9, 0.7, 0.5])
+
+
+def test_recall_interval_of_padded_results_stays_within_what_queries_can_give() -> None:
+    truth = np.array([[1, 2, 3, 4], [5, 6, -1, -1], [7, 8, 9, 10]] * 20)
+    # padded (-1) and repeated ids never count: per query 0.5, 0.5 and 0.25
+    found = np.array([[1, 2, -1, -1], [5, -1, -1, -1], [7, 7, 7, -1]] * 20)
+    per_query = ann.recall_per_query(found, truth)
+    assert per_query[:3].tolist() == [0.5, 0.5, 0.25]
+    low, high = ann.recall_interval(per_query)
+    assert 0.25 <= low <= per_query.mean() <= high <= 0.5
+    everything = ann.recall_per_query(truth, truth)  # a query with 2 true ids finds both
+    assert ann.recall_interval(everything) == (1.0, 1.0)

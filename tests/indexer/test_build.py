@@ -52,7 +52,7 @@ def test_text_catalog_is_embedded_and_recorded(tmp_path: Path) -> None:
     result = build(config, embedder=embedder)
     m = result.manifest
     assert m.model == ModelInfo(
-        "hash-bow", embedder.dimension, "text", ("title", "creative_text"), ". "
+        "hash-bow", embedder.dimension, "text", ("title", "creative_text"), ". ", "hash-bow"
     )
     assert m.index.factory == "IVF8,Flat"  # small corpus rule
     art = artifact.load(result.version_dir)

@@ -21,6 +21,7 @@ import pytest
 
 from indexer.build import BuildConfig, build
 from indexer.catalog import write_catalog_jsonl
+from indexer.embedding import DEFAULT_BACKEND, DEFAULT_QUANTIZE, backend_of
 from indexer.records import AdRecord, Targeting
 from retrieval.changelog import CHANGELOG_FILE
 from retrieval.client import RetrievalClient, ad_message
@@ -381,3 +382,36 @@ def test_upsert_embeds_the_fields_the_version_was_built_with(tmp_path: Path) -> 
         running.stop()
     assert top.ad_id == "ad-new"
     assert top.score == pytest.approx(1.0, abs=1e-5)  # the very vector the build would make
+
+
+class _OtherEmbedder(HashEmbedder):
+    """Same dimension, another embedder: its vectors must not join a hash-bow version."""
+
+    embedder_id = "other/onnx-int8/000000000000"
+
+
+def test_text_from_another_embedder_is_refused_not_mixed(tmp_path: Path) -> None:
+    records = make_records(1200)
+    catalog = tmp_path / "ads.jsonl"
+    write_catalog_jsonl(records, catalog)
+    config = BuildConfig(catalog=catalog, out=tmp_path / "index", index_factory="IVF8,Flat")
+    assert build(config, embedder=HashEmbedder()).manifest.model.embedder == "hash-bow"
+    running = create_server(
+        ServerConfig(port=0, index=tmp_path / "index", model=tmp_path), embedder=_OtherEmbedder()
+    )
+    new = AdRecord("ad-new", "adv-new", "cmp-new", title="walnut sideboard")
+    try:
+        with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+            with pytest.raises(grpc.RpcError) as err:
+                client.upsert([ad_message(new)])
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "embedded by hash-bow" in (err.value.details() or "")
+            assert client.info().ad_count == len(records)  # nothing changed
+    finally:
+        running.stop()
+
+
+def test_backend_of_reads_an_embedder_id() -> None:
+    assert backend_of("all-MiniLM-L6-v2/onnx-int8/3f2a9c01b7de") == ("onnx", "int8")
+    assert backend_of("all-MiniLM-L6-v2/torch-fp32/3f2a9c01b7de") == ("torch", None)
+    assert backend_of("hash-bow") == (DEFAULT_BACKEND, DEFAULT_QUANTIZE)

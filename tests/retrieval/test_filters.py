@@ -67,6 +67,9 @@ def catalog(
             nprobe=32,
             k_factor=16,
             threads=1,
+            # A fixed point, whatever the default queries' estimate: these tests measure their
+            # own recall against exact search; the recall gate is tested in indexer/.
+            allow_below_target=True,
         )
     )
     return records, xb, result

@@ -209,7 +209,13 @@ def test_the_whole_request_reaches_the_leaves_with_the_pin_and_a_shorter_deadlin
 
 def _shard_build(catalog: Path, out: Path, shards: int) -> str:
     config = BuildConfig(
-        catalog=catalog, out=out, index_factory="IVF16,Flat", nprobe=4, threads=1, shards=shards
+        catalog=catalog,
+        out=out,
+        index_factory="IVF16,Flat",
+        nprobe=4,
+        threads=1,
+        shards=shards,
+        allow_below_target=True,  # a fixed point: these tests are about versions, not the gate
     )
     return build(config).version_dir.name
 
