@@ -1,6 +1,6 @@
-"""What the per-call cost work changed on the Retrieve path keeps its meaning (docs/serving.md,
-"The server's own cost per call"): cached search parameters, the unfiltered fast path and
-the merged interceptor."""
+"""What the per-call cost work changed on the Retrieve path keeps its meaning: search parameters
+cached per view are keyed by everything a call varies (the point, which the recall controller
+moves, an explicit nprobe, k) and are never shared across views or selectors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 from indexer.artifact import load
 from indexer.build import BuildResult
 from retrieval.changelog import Change, apply_change
+from retrieval.controller import SearchPoint
 from retrieval.eligibility import RequestFilter
 from retrieval.searcher import Searcher
 
@@ -31,6 +32,16 @@ def test_search_parameters_are_made_once_per_view_and_point(built_index: BuildRe
         (searcher.default_nprobe, searcher.k_factor, 10),
         (3, searcher.k_factor, 10),
     }
+    # The recall controller moves the default point: calls then search with the new point's
+    # parameters, made once, and return what that point finds.
+    moved = SearchPoint(searcher.default_nprobe + 1, searcher.k_factor + 1)
+    searcher.set_point(moved)
+    at_moved = searcher.search(xq[0], 10)
+    assert (at_moved.nprobe, at_moved.k_factor) == moved
+    assert (moved.nprobe, moved.k_factor, 10) in first.params
+    searcher.search(xq[0], 25)  # another k: its own parameters (the re-ranking depth is k-based)
+    assert (moved.nprobe, moved.k_factor, 25) in first.params
+    searcher.set_point(searcher.build_point)
     # An admin change makes a new view (a new selector): it gets its own parameters, and a
     # paused ad is never returned through them.
     top = searcher.search(xq[0], 10).ids[0]

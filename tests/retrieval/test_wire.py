@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from indexer.artifact import AdMeta, load
-from indexer.build import BuildResult
+from indexer.build import BuildConfig, BuildResult, build
 from indexer.records import Targeting
 from retrieval.client import RetrievalClient
 from retrieval.eligibility import RequestFilter
+from retrieval.interest_requests import InterestRetrieval
 from retrieval.searcher import Hits, Searcher
 from retrieval.server import ServerConfig, create_server
 from retrieval.service import response_bytes, response_message
@@ -139,5 +140,59 @@ def test_upserted_ads_and_the_table_through_the_server(
             served = client.retrieve(q, 20)
         assert "upserted-1" in [c.ad_id for c in served.candidates[:2]]  # tied with ad 11
         assert served == response_message(searcher, searcher.search(q, 20))
+    finally:
+        running.stop()
+
+
+def test_a_leaf_answers_the_same_bytes_with_its_shard_fields(
+    vector_catalog: tuple[Path, Any, np.ndarray], tmp_path: Path
+) -> None:
+    """Shard 1 of a 3-shard build through gRPC: every candidate's ``shard`` and the response's
+    ``shards_answered``/``shard_count`` come out of the table path as the message has them."""
+    path, _, xb = vector_catalog
+    config = BuildConfig(
+        catalog=path,
+        out=tmp_path / "index",
+        index_factory="IVF16,Flat",
+        nprobe=4,
+        threads=1,
+        shards=3,
+        allow_below_target=True,  # a fixed point: this test is about bytes, not the gate
+    )
+    build(config)
+    running = create_server(ServerConfig(port=0, index=tmp_path / "index", shard=1))
+    try:
+        searcher = running.state.current()
+        with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+            for i in range(5):
+                q = xb[i * 31].copy()
+                served = client.retrieve(q, 10)
+                hits = searcher.search(q, 10)
+                assert searcher.candidates.encode(hits.ids, hits.scores) is not None
+                assert served == response_message(searcher, hits)
+        assert list(served.shards_answered) == [1] and served.shard_count == 3
+        assert {c.shard for c in served.candidates} == {1}
+    finally:
+        running.stop()
+
+
+def test_interest_requests_take_the_message_path_through_the_server(
+    built_index: BuildResult, tmp_path: Path
+) -> None:
+    """Several interests (each candidate's ``interests``, the response's ``interests``): the
+    server sends the message InterestRetrieval builds, serialised as it is."""
+    shutil.copytree(built_index.version_dir.parent, tmp_path / "index", symlinks=True)
+    running = create_server(ServerConfig(port=0, index=tmp_path / "index"))
+    try:
+        searcher = running.state.current()
+        xq = searcher.artifact.embeddings[[3, 400]].copy()
+        request = retrieval_pb2.RetrieveRequest(k=20)
+        for x, w in zip(xq, (2.0, 1.0), strict=True):
+            request.interests.add(embedding=x.tolist(), weight=w)
+        expected = InterestRetrieval(running.state).retrieve(request, "interests")
+        with RetrievalClient(f"127.0.0.1:{running.port}") as client:
+            served = client.retrieve_for(20, interests=xq, weights=[2.0, 1.0])
+        assert served == expected
+        assert len(served.interests) == 2 and all(c.interests for c in served.candidates)
     finally:
         running.stop()
