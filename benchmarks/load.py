@@ -379,12 +379,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "versions, e.g. base=/tmp/base new=.); settings are named LABEL:off",
     )
     r.add_argument(
-        "--processes",
-        type=_ints,
-        default=[],
-        help="with --index: `adindex serve --processes N` to compare, e.g. 1,2",
-    )
-    r.add_argument(
         "--bare",
         action="store_true",
         help="with --index: also run benchmarks.bare_server (gRPC around the same FAISS "
@@ -465,28 +459,25 @@ class Setting:
     alone_threads: int | None = None  # None: the server's default
     code: Path | None = None  # None: this checkout
     bare: bool = False
-    processes: int = 1
+    processes: int = 1  # bare: servers sharing the port (adindex serve runs one process)
     omp_threads: int = 1  # bare: OpenMP threads of every search
 
     def start(self, args: argparse.Namespace) -> Server:
         if self.bare:
             extra = ["--processes", str(self.processes), "--omp-threads", str(self.omp_threads)]
             return Server(args.index.resolve(), False, args.workers, extra, bare=True)
-        extra = ["--processes", str(self.processes)] if self.processes > 1 else []
         return Server(
             args.index.resolve(),
             self.batching == "on",
             args.workers,
-            extra,
             alone_threads=self.alone_threads,
             code=self.code,
         )
 
 
 def settings(args: argparse.Namespace) -> list[Setting]:
-    """The servers to compare: every code checkout x batching x lone-search threads x
-    processes, then the bare server(s) when asked for. Names: ``[LABEL:]off[/a2][/p2]``,
-    ``bare[/t2][/p2]``."""
+    """The servers to compare: every code checkout x batching x lone-search threads, then the
+    bare server(s) when asked for. Names: ``[LABEL:]off[/a2]``, ``bare[/t2][/p2]``."""
     if not args.index:
         return [Setting("?")]
     codes: list[tuple[str, Path | None]] = [("", None)]
@@ -496,11 +487,9 @@ def settings(args: argparse.Namespace) -> list[Setting]:
     for label, code in codes:
         for batching in args.batching.split(","):
             for alone in args.alone_threads or [None]:
-                for procs in args.processes or [1]:
-                    name = (f"{label}:" if label else "") + batching
-                    name += "" if alone is None else f"/a{alone}"
-                    name += f"/p{procs}" if args.processes else ""
-                    out.append(Setting(name, batching, alone, code, processes=procs))
+                name = (f"{label}:" if label else "") + batching
+                name += "" if alone is None else f"/a{alone}"
+                out.append(Setting(name, batching, alone, code))
     for procs in args.bare_processes if args.bare else []:
         for threads in args.bare_threads:
             name = "bare" + (f"/t{threads}" if threads > 1 else "")

@@ -64,8 +64,8 @@ def _setting(row: dict[str, Any]) -> str:
 
 
 def setting_label(setting: str) -> str:
-    """A setting name spelled out for legends and doc tables: ``[LABEL:]off[/a2][/p2]``
-    (adindex: batching, lone-search threads, processes) or ``bare[/t2][/p2]``."""
+    """A setting name spelled out for legends and doc tables: ``[LABEL:]off[/a2]`` (adindex:
+    batching, lone-search threads) or ``bare[/t2][/p2]`` (OpenMP threads, processes)."""
     code, _, rest = setting.rpartition(":")
     first, *options = rest.split("/")
     words = {"a": "alone threads {}", "t": "{} OpenMP threads", "p": "{} processes"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.load import LoadRun, Server, drive, parse_args, process_cpu_s, settings, summarize
-from benchmarks.load_report import record, table
+from benchmarks.load_report import record, setting_label, table
 from indexer.build import BuildResult
 from retrieval.client import RetrievalClient
 from retrieval.server import ServerConfig, create_server
@@ -83,6 +83,10 @@ def test_settings_name_every_server_compared(tmp_path: Path) -> None:
         "base:off/a1", "base:off/a2", "bare/p1", "bare/t2/p1", "bare/p2", "bare/t2/p2",
     ]  # fmt: skip
     assert all(s.code == tmp_path for s in settings(args) if not s.bare)
+    # legends and doc tables spell them out
+    assert setting_label("base:off/a2") == "base: batching off, alone threads 2"
+    assert setting_label("bare/t2/p2") == "bare server, 2 OpenMP threads, 2 processes"
+    assert setting_label("off") == "batching off"
 
 
 def test_bare_server_answers_through_the_load_tool(built_index: BuildResult) -> None:
