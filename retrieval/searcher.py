@@ -429,8 +429,8 @@ class Searcher:
         self, point: SearchPoint, k: int, selector: ann.BitmapSelector, view: View
     ) -> faiss.SearchParameters:
         """``_params`` over ``selector``; over the view's own selector (every unfiltered call)
-        made once per (point, k) and view, as FAISS only reads them and building them (SWIG
-        objects) costs ~12 us a call)."""
+        made once per (point, k) and view: FAISS only reads them, and building them makes SWIG
+        objects on every call (docs/serving.md, "The server's own cost per call")."""
         if selector is not view.selector:
             return self._params(point, k, selector.sel)
         key = (point.nprobe, point.k_factor, k)

@@ -1,13 +1,13 @@
 """RetrieveResponse bytes assembled from candidates serialised once per version.
 
-Building a response message costs a Python object per candidate (~0.2 ms of CPU for 100 on
-this project's machine, docs/serving.md). Protobuf lets a message be concatenated instead:
-``candidates`` (field 1) is a repeated, length-delimited field, so a response is each
-candidate's ``0x0a <length> <Candidate bytes>`` followed by the scalar fields. The id fields
-of every artifact ad's Candidate (``ad_id``, ``advertiser_id``, ``campaign_id``) are encoded
-once when the version loads, into one fixed-width byte table; per call a numpy gather picks the
-hits' rows, writes each one's score (field 4, a 4-byte float) and ``shard`` (field 8) after
-them, and keeps each row's own length.
+Building a response message costs a Python object per candidate (docs/serving.md, "The
+server's own cost per call", measures the server with and without it). Protobuf lets a
+message be concatenated instead: ``candidates`` (field 1) is a repeated, length-delimited
+field, so a response is each candidate's ``0x0a <length> <Candidate bytes>`` followed by the
+scalar fields. The id fields of every artifact ad's Candidate (``ad_id``, ``advertiser_id``,
+``campaign_id``) are encoded once when the version loads, into one fixed-width byte table; per
+call a numpy gather picks the hits' rows, writes each one's score (field 4, a 4-byte float)
+and ``shard`` (field 8) after them, and keeps each row's own length.
 
 The bytes are exactly ``RetrieveResponse.SerializeToString()`` of the same message (fields in
 number order, zero values omitted; tests/retrieval/test_wire.py checks both). Anything the
