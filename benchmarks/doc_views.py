@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks import report
+from benchmarks import load_report, report
 from benchmarks.datasets import REAL_MINILM_STATS
 
 Row = dict[str, Any]
@@ -107,7 +107,8 @@ def threads_cell(row: Row) -> str:
         search = f"{t.get('search', 1)}" + (f" ({alone} alone)" if alone and alone > 1 else "")
         batch = f", batch {t['batch']}" if t.get("batch") else ""
         workers = f", {t['workers']} workers" if t.get("workers") else ""
-        return f"search {search}{batch}{workers}"
+        procs = t.get("server_processes") or 1
+        return f"search {search}{batch}{workers}" + (f" x {procs} processes" if procs > 1 else "")
     if "server_omp" in t:  # a server at ServerConfig's thread counts, and its clients
         alone = f" ({t['server_alone_omp']} alone)" if t.get("server_alone_omp") else ""
         clients = (
@@ -284,8 +285,7 @@ def load_targets_view(rows: Sequence[Row], spec: Spec) -> str:
 
 
 def _setting(setting: str) -> str:
-    batching, _, alone = setting.partition("/a")
-    return f"batching {batching}" + (f", alone threads {alone}" if alone else "")
+    return load_report.setting_label(setting)
 
 
 def ceiling_view(rows: Sequence[Row], spec: Spec) -> str:

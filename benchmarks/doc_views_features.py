@@ -1,5 +1,5 @@
-"""Views for the feature docs' tables (docs/embedders.md, docs/serving.md's recall control and
-sharded serving, docs/index-parameters.md 3.7-3.8): tables that group rows, compute medians of
+"""Views for the feature docs' tables (docs/embedders.md, docs/serving.md's recall control,
+sharded serving and server cost against a bare server, docs/index-parameters.md 3.7-3.8): tables that group rows, compute medians of
 per-round ratios, or pair p50 / p99, which the generic ``rows`` view cannot.
 
 Registered in ``VIEWS`` here; ``benchmarks.docs`` merges them with ``benchmarks.doc_views.VIEWS``.
@@ -253,6 +253,71 @@ def recall_grid_view(rows: Sequence[Row], spec: Spec) -> str:
     return table(head, body, [False, True, *([True] * len(cols)), False])
 
 
+# -- adindex against the bare server (benchmarks/load.py --bare) ---------------------------------
+
+
+def _bare_pair(row: Row, bare: dict[tuple[int, int, int], Row]) -> Row | None:
+    """The bare row of the same level and round whose searches used the same OpenMP threads: a
+    lone adindex search (one client) runs on its ``alone`` threads, concurrent ones on one."""
+    t = row.get("threads") or {}
+    threads = (t.get("alone") or 1) if row["clients"] == 1 else (t.get("search") or 1)
+    key = (row["clients"], row.get("round", 0))
+    return bare.get((*key, threads)) or bare.get((*key, 1))
+
+
+def load_vs_bare_view(rows: Sequence[Row], spec: Spec) -> str:
+    """Each adindex setting against the bare server of the same run, round by round (the
+    settings ran interleaved, so a pair shares the machine's load): server CPU per call above
+    the bare server's (at most ``max_cpu_over_ms``), calls/s at ``clients`` concurrent clients
+    as a share of the bare server's (at least ``min_share``), one client's p99 (at most
+    ``single_p99_ms``) and its p99 over its p50 (at most ``max_tail``)."""
+    clients = int(spec.number("clients", 16))
+    max_over, min_share = spec.number("max_cpu_over_ms", 0.3), spec.number("min_share", 0.8)
+    single_p99, max_tail = spec.number("single_p99_ms", 3), spec.number("max_tail", 2)
+    load = [r for r in rows if r.get("benchmark") == "load" and r.get("mode") == "saturate"]
+    bare = {
+        (r["clients"], r.get("round", 0), (r.get("threads") or {}).get("search") or 1): r
+        for r in load
+        if r.get("server") == "bare"
+    }
+    if not bare:
+        raise DocsError(f"{spec.where}: load-vs-bare needs rows of a bare server (--bare)")
+    settings = dict.fromkeys(r["setting"] for r in load if r.get("server") != "bare")
+    lines = []
+    for setting in settings:
+        mine = [r for r in load if r.get("setting") == setting]
+        over: dict[int, list[float]] = {}
+        for r in mine:
+            b = _bare_pair(r, bare)
+            if b and r.get("server_cpu_ms") is not None and b.get("server_cpu_ms") is not None:
+                over.setdefault(r["clients"], []).append(r["server_cpu_ms"] - b["server_cpu_ms"])
+        if over:
+            worst = max(v for vs in over.values() for v in vs)
+            per = "; ".join(
+                f"{n} client{'s' if n > 1 else ''} {_span(vs, '+.2f')} ms"
+                for n, vs in sorted(over.items())
+            )
+            lines.append(f"{'MET' if worst <= max_over else 'MISSED'} ({setting}) server CPU per "
+                         f"call at most {max_over:g} ms above the bare server's: {per}")  # fmt: skip
+        many = [(r, _bare_pair(r, bare)) for r in mine if r["clients"] == clients]
+        shares = [r["qps"] / b["qps"] for r, b in many if b and b["qps"]]
+        if shares:
+            ok = min(shares) >= min_share
+            qps, bare_qps = [r["qps"] for r, _ in many], [b["qps"] for _, b in many if b]
+            lines.append(f"{'MET' if ok else 'MISSED'} ({setting}) {clients} clients at least "
+                         f"{min_share:.0%} of the bare server's calls/s: {_span(shares, '.0%')} "
+                         f"({_span(qps, ',.0f')} against {_span(bare_qps, ',.0f')} calls/s)")  # fmt: skip
+        one = [r for r in mine if r["clients"] == 1]
+        if one:
+            p99, tail = [r["p99_ms"] for r in one], [r["p99_ms"] / r["p50_ms"] for r in one]
+            lines.append(f"{'MET' if max(p99) <= single_p99 else 'MISSED'} ({setting}) one "
+                         f"client's p99 <= {single_p99:g} ms: {_span(p99, '.2f')} ms")  # fmt: skip
+            lines.append(f"{'MET' if max(tail) <= max_tail else 'MISSED'} ({setting}) one "
+                         f"client's p99 <= {max_tail:g}x its p50: {_span(tail, '.1f')}x (p50 "
+                         f"{_span([r['p50_ms'] for r in one], '.2f')} ms)")  # fmt: skip
+    return "\n".join(f"- {line}" for line in lines)
+
+
 VIEWS: dict[str, View] = {
     "embedders": embedders_view,
     "embedders-summary": embedders_summary_view,
@@ -261,4 +326,5 @@ VIEWS: dict[str, View] = {
     "root-overhead": root_overhead_view,
     "recall-estimates": recall_estimates_view,
     "recall-grid": recall_grid_view,
+    "load-vs-bare": load_vs_bare_view,
 }

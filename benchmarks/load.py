@@ -157,13 +157,30 @@ def _client_process(
     conn.close()
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux ``/proc``; None elsewhere)."""
+def _stat(pid: int | str) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its live descendants so far (a server of
+    several processes); Linux ``/proc``, None elsewhere."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (f := _stat(entry.name)) is not None:
+            parent_of[int(entry.name)] = (int(f[1]), f)  # ppid, fields
+    tree, total = {pid}, 0.0
+    for _ in range(8):  # descendants, a few generations deep
+        tree |= {p for p, (ppid, _) in parent_of.items() if ppid in tree}
+    for p in tree:
+        f = fields if p == pid else parent_of[p][1]
+        total += int(f[11]) + int(f[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def drive(run: LoadRun, xq: np.ndarray, server_pid: int | None = None) -> LoadResult:
@@ -225,7 +242,12 @@ def summarize(run: LoadRun, samples: Sequence[tuple[float, float, str]]) -> Load
 
 
 class Server:
-    """``adindex serve`` in a subprocess on a free loopback port; SIGTERM on exit."""
+    """``adindex serve`` in a subprocess on a free loopback port; SIGTERM on exit.
+
+    ``code``: run the server from this checkout of the repository instead (A/B of two code
+    versions: ``git worktree add`` or ``git archive`` a commit there). ``bare``: run
+    ``benchmarks.bare_server`` instead (the floor: gRPC around the same FAISS search).
+    """
 
     def __init__(
         self,
@@ -234,7 +256,14 @@ class Server:
         workers: int,
         extra: Sequence[str] = (),
         alone_threads: int | None = None,
+        *,
+        code: Path | None = None,
+        bare: bool = False,
     ):
+        if bare:
+            module = ["benchmarks.bare_server", "--index", str(index), "--workers", str(workers)]
+            self._start([sys.executable, "-m", *module, *extra], code)
+            return
         cmd = [
             sys.executable,
             "-m",
@@ -257,7 +286,13 @@ class Server:
             "4096",
             *extra,
         ]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        self._start(cmd, code)
+
+    def _start(self, cmd: Sequence[str], code: Path | None) -> None:
+        env = None
+        if code is not None:  # its packages first: cwd is sys.path[0] for -m
+            env = {**os.environ, "PYTHONPATH": str(code.resolve())}
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=code, env=env)
         self.pid = self.proc.pid
         assert self.proc.stderr is not None
         port, lines = 0, []
@@ -303,6 +338,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--factory", default=None, help="default: what indexer.params chooses for --nb")
     m.add_argument(
+        "--dataset",
+        choices=("calibrated", "sample"),
+        default="calibrated",
+        help="calibrated synthetic vectors, or the sample catalog embedded with the real model "
+        "(--nb ads, --nq users)",
+    )
+    m.add_argument(
         "--target-recall", type=float, default=0.95, help="recall@100 the defaults must reach"
     )
     r = sub.add_parser("run", help="drive a server at saturation and at fixed rates")
@@ -327,6 +369,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         help="with --index: OpenMP threads of a lone search to compare, e.g. 1,2 "
         "(default: the server's own)",
+    )
+    r.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="with --index: also run `adindex serve` from this checkout (repeat; A/B of code "
+        "versions, e.g. base=/tmp/base new=.); settings are named LABEL:off",
+    )
+    r.add_argument(
+        "--bare",
+        action="store_true",
+        help="with --index: also run benchmarks.bare_server (gRPC around the same FAISS "
+        "search, nothing else) on the same artifact, interleaved: the floor per call",
+    )
+    r.add_argument(
+        "--bare-processes",
+        type=_ints,
+        default=[1],
+        help="with --bare: processes of the bare server sharing the port, e.g. 1,2",
+    )
+    r.add_argument(
+        "--bare-threads",
+        type=_ints,
+        default=[1],
+        help="with --bare: OpenMP threads of its every search, e.g. 1,2 (2: what adindex gives "
+        "a lone search)",
     )
     r.add_argument(
         "--workers",
@@ -381,51 +450,116 @@ def _levels(args: argparse.Namespace, target: str) -> list[LoadRun]:
     return runs
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One server under test: adindex (batching, lone-search threads, code checkout) or bare."""
+
+    name: str
+    batching: str = "off"
+    alone_threads: int | None = None  # None: the server's default
+    code: Path | None = None  # None: this checkout
+    bare: bool = False
+    processes: int = 1  # bare: servers sharing the port (adindex serve runs one process)
+    omp_threads: int = 1  # bare: OpenMP threads of every search
+
+    def start(self, args: argparse.Namespace) -> Server:
+        if self.bare:
+            extra = ["--processes", str(self.processes), "--omp-threads", str(self.omp_threads)]
+            return Server(args.index.resolve(), False, args.workers, extra, bare=True)
+        return Server(
+            args.index.resolve(),
+            self.batching == "on",
+            args.workers,
+            alone_threads=self.alone_threads,
+            code=self.code,
+        )
+
+
+def settings(args: argparse.Namespace) -> list[Setting]:
+    """The servers to compare: every code checkout x batching x lone-search threads, then the
+    bare server(s) when asked for. Names: ``[LABEL:]off[/a2]``, ``bare[/t2][/p2]``."""
+    if not args.index:
+        return [Setting("?")]
+    codes: list[tuple[str, Path | None]] = [("", None)]
+    if args.code:
+        codes = [(label, Path(path)) for label, _, path in (c.partition("=") for c in args.code)]
+    out = []
+    for label, code in codes:
+        for batching in args.batching.split(","):
+            for alone in args.alone_threads or [None]:
+                name = (f"{label}:" if label else "") + batching
+                name += "" if alone is None else f"/a{alone}"
+                out.append(Setting(name, batching, alone, code))
+    for procs in args.bare_processes if args.bare else []:
+        for threads in args.bare_threads:
+            name = "bare" + (f"/t{threads}" if threads > 1 else "")
+            name += f"/p{procs}" if len(args.bare_processes) > 1 or procs > 1 else ""
+            out.append(Setting(name, bare=True, processes=procs, omp_threads=threads))
+    return out
+
+
 def _describe(
-    args: argparse.Namespace, target: str, xq: np.ndarray, setting: str
+    args: argparse.Namespace, target: str, xq: np.ndarray, setting: Setting
 ) -> dict[str, Any]:
     """What is being measured: the served index, and its recall@k through the server."""
+    from indexer.artifact import read_manifest, resolve
     from retrieval.client import RetrievalClient
     from retrieval.threads import default_alone_threads
 
-    with RetrievalClient(target) as client:
-        info = client.info()
-    batching, _, alone = setting.partition("/a")
     # Known only when this tool started the server (--index); the server's own default otherwise.
-    alone_threads = int(alone) if alone else (default_alone_threads() if args.index else None)
+    alone_threads = setting.alone_threads
+    if alone_threads is None and args.index and not setting.bare:
+        alone_threads = default_alone_threads()
     dataset = args.index.parent / "dataset.json" if args.index else None
     extra: dict[str, Any] = {
-        "setting": setting,  # batching, and /aN when --alone-threads is compared
-        "batching": batching,
+        "setting": setting.name,
+        "server": "bare" if setting.bare else "adindex",
+        "batching": None if setting.bare else setting.batching,
         "alone_threads": alone_threads,
-        "index_key": info.index_factory,
+        "server_processes": setting.processes,
+        "bare_omp_threads": setting.omp_threads if setting.bare else None,
+        "code": str(setting.code) if setting.code else None,
         "dataset": json.loads(dataset.read_text())["dataset"]
         if dataset and dataset.is_file()
         else None,
-        "nb": info.ad_count,
-        "d": info.dimension,
-        "default_nprobe": info.default_nprobe,
         "server_workers": args.workers if args.index else None,  # unknown for --server
-        # Server: OpenMP threads per search (1 while searches overlap, alone_threads for a lone
-        # search), gRPC workers; the clients run on the same cores (in --procs processes).
+        # Server: OpenMP threads per search (adindex: 1 while searches overlap, alone_threads for
+        # a lone search; bare: always bare_omp_threads), gRPC workers per process; the clients
+        # run on the same cores (in --procs processes).
         "threads": {
-            "search": 1,
+            "search": setting.omp_threads if setting.bare else 1,
             "alone": alone_threads,
-            "batch": 1 if batching == "on" else None,
+            "batch": 1 if setting.batching == "on" and not setting.bare else None,
             "workers": args.workers if args.index else None,
+            "server_processes": setting.processes,
             "client_procs": args.procs,
         },
     }
+    if setting.bare:  # it answers Retrieve only
+        m = read_manifest(resolve(args.index))
+        nprobe = args.nprobe or m.search.nprobe
+        extra |= {
+            "index_key": m.index.factory,
+            "nb": m.counts.ads,
+            "d": m.model.dimension,
+            "default_nprobe": nprobe,
+        }
+    else:
+        with RetrievalClient(target) as client:
+            info = client.info()
+        extra |= {
+            "index_key": info.index_factory,
+            "nb": info.ad_count,
+            "d": info.dimension,
+            "default_nprobe": info.default_nprobe,
+        }
     truth_path = args.index.parent / "truth.npy" if args.index else None
     if truth_path is not None and truth_path.is_file():
         n = min(args.recall_queries, len(xq))
         truth = np.load(truth_path)[:n]
         extra["recall_at_k"] = served_recall(target, xq[:n], truth, args.k, args.nprobe)
         logger.info(
-            "recall@%d through the server (%s): %.4f",
-            args.k,
-            setting,
-            extra["recall_at_k"],
+            "recall@%d through the server (%s): %.4f", args.k, setting.name, extra["recall_at_k"]
         )
     return extra
 
@@ -439,24 +573,20 @@ def run_load(args: argparse.Namespace) -> list[dict[str, Any]]:
     xq = np.load(queries).astype(np.float32)
     servers: dict[str, Server] = {}
     try:
+        specs = {s.name: s for s in settings(args)}
         targets = {"?": args.server} if args.server else {}
         pids: dict[str, int | None] = {"?": args.server_pid}
-        for batching in args.batching.split(",") if args.index else []:
-            for alone in args.alone_threads or [None]:
-                setting = batching if alone is None else f"{batching}/a{alone}"
-                servers[setting] = Server(
-                    args.index, batching == "on", args.workers, alone_threads=alone
-                )
-                targets[setting] = servers[setting].target
-                pids[setting] = servers[setting].pid
-        extras = {setting: _describe(args, t, xq, setting) for setting, t in targets.items()}
+        for name, spec in specs.items() if args.index else ():
+            servers[name] = spec.start(args)
+            targets[name], pids[name] = servers[name].target, servers[name].pid
+        extras = {name: _describe(args, t, xq, specs[name]) for name, t in targets.items()}
         rows = []
         for level in _levels(args, "127.0.0.1:0"):  # each run gets its server below
             for round_ in range(args.rounds):
-                for setting, target in targets.items():
+                for name, target in targets.items():
                     run = dataclasses.replace(level, target=target)
-                    result = drive(run, xq, pids[setting])
-                    row = record(result, command=args.command, round=round_, **extras[setting])
+                    result = drive(run, xq, pids[name])
+                    row = record(result, command=args.command, round=round_, **extras[name])
                     keys = (
                         "setting",
                         "mode",
@@ -484,7 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.command = command(argv, module="benchmarks.load")
     if args.subcommand == "make-index":
-        version_dir = make_index(args.nb, args.nq, args.out, args.factory, args.target_recall)
+        version_dir = make_index(
+            args.nb, args.nq, args.out, args.factory, args.target_recall, args.dataset
+        )
         print(f"published {version_dir}; queries and truth in {args.out}")
         return 0
     rows = run_load(args)

@@ -38,14 +38,28 @@ def served_recall(target: str, xq: np.ndarray, truth: np.ndarray, k: int, nprobe
 
 
 def make_index(
-    nb: int, nq: int, out: Path, factory: str | None, target_recall: float = 0.95
+    nb: int,
+    nq: int,
+    out: Path,
+    factory: str | None,
+    target_recall: float = 0.95,
+    dataset: str = "calibrated",
 ) -> Path:
-    """Publish ``out/index/<version>`` built from ``calibrated(nb, nq)``; returns its directory."""
+    """Publish ``out/index/<version>`` built from ``calibrated(nb, nq)``, or from the sample
+    catalog embedded with the real model (``dataset="sample"``: nb ads, nq users, embeddings
+    cached under ``benchmarks/results/cache/``); returns its directory. ``factory`` None:
+    the build's own choice for the size."""
     from benchmarks.datasets import calibrated
     from benchmarks.systems import build_artifact, exact_neighbours, write_vector_catalog
+    from benchmarks.text_data import load_sample
 
     t0 = time.perf_counter()
-    ds = calibrated(nb, nq)
+    if dataset == "sample":
+        ds = load_sample(nb, nq, Path("benchmarks/results/cache"))
+    elif dataset == "calibrated":
+        ds = calibrated(nb, nq)
+    else:
+        raise ValueError(f"dataset must be 'calibrated' or 'sample'; got {dataset!r}")
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "queries.npy", ds.xq)
     np.save(out / "truth.npy", exact_neighbours(ds.xb, ds.xq, 100, "ip"))

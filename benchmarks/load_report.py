@@ -23,7 +23,7 @@ def record(result: LoadResult, *, command: str = "", **extra: Any) -> dict[str, 
     return {
         "benchmark": "load",
         "kind": "level",
-        "name": "adindex-grpc-load",
+        "name": "bare-grpc-load" if extra.get("server") == "bare" else "adindex-grpc-load",
         **{
             k: run[k] for k in ("mode", "clients", "procs", "k", "nprobe", "duration_s", "warmup_s")
         },
@@ -63,9 +63,15 @@ def _setting(row: dict[str, Any]) -> str:
     return str(row.get("setting", row["batching"]))
 
 
-def _label(setting: str) -> str:
-    batching, _, alone = setting.partition("/a")
-    return f"batching {batching}" + (f", lone search {alone} threads" if alone else "")
+def setting_label(setting: str) -> str:
+    """A setting name spelled out for legends and doc tables: ``[LABEL:]off[/a2]`` (adindex:
+    batching, lone-search threads) or ``bare[/t2][/p2]`` (OpenMP threads, processes)."""
+    code, _, rest = setting.rpartition(":")
+    first, *options = rest.split("/")
+    words = {"a": "alone threads {}", "t": "{} OpenMP threads", "p": "{} processes"}
+    label = "bare server" if first == "bare" else f"batching {first}"
+    label += "".join(f", {words[o[0]].format(o[1:])}" for o in options if o[:1] in words)
+    return f"{code}: {label}" if code else label
 
 
 def _mean(rounds: Sequence[dict[str, Any]], field: str) -> float:
@@ -93,7 +99,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             qps,
             [_mean(p, "p99_ms") for p in points],
             marker="o",
-            label=f"{_label(setting)}, {mode}: p99",
+            label=f"{setting_label(setting)}, {mode}: p99",
         )
         ax.plot(
             qps,
@@ -101,7 +107,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             marker=".",
             linestyle="--",
             color=line[0].get_color(),
-            label=f"{_label(setting)}, {mode}: p50",
+            label=f"{setting_label(setting)}, {mode}: p50",
         )
     ax.set_xlabel("achieved Retrieve calls/s")
     ax.set_ylabel("latency (ms)")

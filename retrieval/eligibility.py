@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,9 @@ class View:
     main_count: int  # eligible artifact rows
     delta: Delta
     ad_count: int  # ads that exist: artifact rows not deleted or superseded, plus the delta
+    # FAISS search parameters over ``selector`` by (nprobe, k_factor, k), made on first use
+    # (``Searcher._params_over``); they point into ``selector``, so they live and die with it
+    params: dict[tuple[int, int, int], Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def make(cls, generation: int, eligible: np.ndarray, delta: Delta, ad_count: int) -> View:

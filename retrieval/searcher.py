@@ -33,6 +33,7 @@ from retrieval.controller import SearchPoint
 from retrieval.eligibility import Overlay, RequestFilter, View
 from retrieval.errors import DimensionMismatch, InvalidArgument
 from retrieval.targeting import TargetingIndex
+from retrieval.wire import CandidateTable
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 # docs/filtering.md. Up to this threshold the exact plan may trade some latency for recall 1.
 DEFAULT_EXACT_MAX_ROWS = 10_000
 _NO_FILTER = RequestFilter()
+_MAX_CACHED_PARAMS = 256  # search parameters kept per view (points x k in use)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class Searcher:
         )
         ann.use_serving_implementation(art.index)
         self.targeting = TargetingIndex(art.ads)
+        # Every ad's Candidate serialised once: responses are concatenated (retrieval.wire)
+        self.candidates = CandidateTable(art.ads, art.shard or 0)
         self.overlay = Overlay(art)
         self._view = self.overlay.view()
 
@@ -277,7 +281,7 @@ class Searcher:
             point = current if not nprobe else current._replace(nprobe=nprobe)
         k_main = min(fetch, view.main_count)
         if k_main > 0:
-            params = self._params(point, k_main, view.selector.sel)
+            params = self._params_over(point, k_main, view.selector, view)
             D, I = self.artifact.index.search(np.ascontiguousarray(xq), k_main, params=params)
         out = []
         for i in range(len(xq)):
@@ -339,7 +343,7 @@ class Searcher:
             selector = view.selector if mask is view.eligible else ann.BitmapSelector(mask)
             if mask is not view.eligible:
                 used = min(self.nlist, math.ceil(point.nprobe * view.main_count / max(m_main, 1)))
-            params = self._params(point._replace(nprobe=used), k_main, selector.sel)
+            params = self._params_over(point._replace(nprobe=used), k_main, selector, view)
             D, I = self.artifact.index.search(xq, k_main, params=params)
         out = []
         for i in range(len(xq)):
@@ -374,7 +378,7 @@ class Searcher:
             selector = ann.BitmapSelector(mask)
             nprobe = min(self.nlist, math.ceil(nprobe * view.main_count / max(m, 1)))
         while True:
-            params = self._params(point._replace(nprobe=nprobe), k, selector.sel)
+            params = self._params_over(point._replace(nprobe=nprobe), k, selector, view)
             D, I = self.artifact.index.search(xq, k, params=params)
             keep = I[0] >= 0  # FAISS pads with -1 when fewer than k eligible ads were reached
             if keep.sum() >= k or nprobe >= self.nlist:
@@ -420,3 +424,19 @@ class Searcher:
             min_rerank=self.min_rerank,
             sel=sel,
         )
+
+    def _params_over(
+        self, point: SearchPoint, k: int, selector: ann.BitmapSelector, view: View
+    ) -> faiss.SearchParameters:
+        """``_params`` over ``selector``; over the view's own selector (every unfiltered call)
+        made once per (point, k) and view: FAISS only reads them, and building them makes SWIG
+        objects on every call (docs/serving.md, "The server's own cost per call")."""
+        if selector is not view.selector:
+            return self._params(point, k, selector.sel)
+        key = (point.nprobe, point.k_factor, k)
+        params = view.params.get(key)
+        if params is None:
+            params = self._params(point, k, selector.sel)
+            if len(view.params) < _MAX_CACHED_PARAMS:  # a racing call may add the same: harmless
+                view.params[key] = params
+        return params

@@ -51,7 +51,7 @@ from retrieval.leaf import LeafService, LeafState
 from retrieval.metrics import Metrics, MetricsHttp
 from retrieval.recall_control import RecallControl
 from retrieval.searcher import DEFAULT_EXACT_MAX_ROWS
-from retrieval.service import RetrievalService
+from retrieval.service import RetrievalService, add_to_server
 from retrieval.shadow import ShadowConfig, ShadowRecall
 from retrieval.state import IndexState
 from retrieval.text_embedder import TextEmbedder
@@ -190,7 +190,7 @@ def _register(
     health_servicer: health.HealthServicer,
     leaf: LeafService | None = None,
 ) -> None:
-    retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    add_to_server(service, server)  # Retrieve answers pre-serialised bytes
     retrieval_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [

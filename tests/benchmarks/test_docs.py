@@ -215,3 +215,34 @@ def test_required_fields_are_written_by_the_benchmark(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in to.read_text().splitlines()]
     assert {r["kind"] for r in rows} == {"point", "run"}
     assert all(r["nb"] == 2000 and r["d"] == 16 and np.isfinite(r["load_avg_1m"]) for r in rows)
+
+
+def test_load_vs_bare_pairs_rounds_levels_and_threads() -> None:
+    """adindex against the bare server: each round's row pairs with the bare row of the same
+    round and level, searched on the same OpenMP threads (one client: the lone-search threads)."""
+    from benchmarks.doc_views import Spec
+    from benchmarks.doc_views_features import load_vs_bare_view
+
+    def level(server: str, setting: str, clients: int, rnd: int, search: int, **kw: Any) -> Any:
+        return {"benchmark": "load", "mode": "saturate", "server": server, "setting": setting,
+                "clients": clients, "round": rnd, "threads": {"search": search, "alone": 2}, **kw}  # fmt: skip
+
+    rows = []
+    for rnd in (0, 1):
+        rows += [
+            level("adindex", "off", 1, rnd, 1, qps=900, p50_ms=1.0, p99_ms=1.8, server_cpu_ms=0.9),
+            level("adindex", "off", 16, rnd, 1, qps=700 + rnd, p50_ms=20, p99_ms=60, server_cpu_ms=0.6),
+            level("bare", "bare", 1, rnd, 1, qps=1500, p50_ms=0.6, p99_ms=1, server_cpu_ms=0.1),
+            level("bare", "bare/t2", 1, rnd, 2, qps=1600, p50_ms=0.5, p99_ms=1, server_cpu_ms=0.7),
+            level("bare", "bare", 16, rnd, 1, qps=1000, p50_ms=15, p99_ms=40, server_cpu_ms=0.4),
+        ]  # fmt: skip
+    text = load_vs_bare_view(rows, Spec("table", "t"))
+    # one client pairs with bare/t2 (+0.20), 16 clients with bare (+0.20): within 0.3 ms
+    assert "- MET (off) server CPU per call at most 0.3 ms above the bare server's: " \
+        "1 client +0.20 ms; 16 clients +0.20 ms" in text  # fmt: skip
+    assert "MISSED (off) 16 clients at least 80% of the bare server's calls/s: 70% " in text
+    assert "MET (off) one client's p99 <= 3 ms: 1.80 ms" in text
+    assert "MET (off) one client's p99 <= 2x its p50: 1.8x" in text
+    assert "(bare" not in text  # the bare server is the reference, not a setting judged
+    with pytest.raises(DocsError, match="bare server"):
+        load_vs_bare_view([r for r in rows if r["server"] == "adindex"], Spec("table", "t"))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.load import LoadRun, drive, process_cpu_s, summarize
-from benchmarks.load_report import record, table
+from benchmarks.load import LoadRun, Server, drive, parse_args, process_cpu_s, settings, summarize
+from benchmarks.load_report import record, setting_label, table
 from indexer.build import BuildResult
+from retrieval.client import RetrievalClient
 from retrieval.server import ServerConfig, create_server
 from retrieval.shadow import ShadowConfig
 
@@ -69,3 +71,39 @@ def test_drive_a_real_server(built_index: BuildResult) -> None:
     row = record(result, batching="on")
     assert row["qps"] > 0 and row["machine"]["cores"]
     assert "saturate" in table([row])
+
+
+def test_settings_name_every_server_compared(tmp_path: Path) -> None:
+    args = parse_args(
+        ["run", "--index", str(tmp_path), "--batching", "off", "--alone-threads", "1,2",
+         "--code", f"base={tmp_path}", "--bare", "--bare-threads", "1,2", "--bare-processes", "1,2"]
+    )  # fmt: skip
+    names = [s.name for s in settings(args)]
+    assert names == [
+        "base:off/a1", "base:off/a2", "bare/p1", "bare/t2/p1", "bare/p2", "bare/t2/p2",
+    ]  # fmt: skip
+    assert all(s.code == tmp_path for s in settings(args) if not s.bare)
+    # legends and doc tables spell them out
+    assert setting_label("base:off/a2") == "base: batching off, alone threads 2"
+    assert setting_label("bare/t2/p2") == "bare server, 2 OpenMP threads, 2 processes"
+    assert setting_label("off") == "batching off"
+
+
+def test_bare_server_answers_through_the_load_tool(built_index: BuildResult) -> None:
+    """The floor row: a real bare server process on the same artifact, one process and two
+    sharing the port (their CPU summed over the process tree)."""
+    xq = np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32)
+    art = built_index.version_dir
+    for processes in (1, 2):
+        server = Server(art, False, 4, ["--processes", str(processes)], bare=True)
+        try:
+            with RetrievalClient(server.target) as client:
+                response = client.retrieve(xq[0], 10)
+                assert len(response.candidates) == 10 and response.plan == "ivf"
+                assert response.index_version == art.name
+            result = drive(_run(target=server.target, duration_s=1.5), xq, server.pid)
+        finally:
+            server.close()
+        assert result.ok > 10 and result.errors == {}
+        if process_cpu_s(os.getpid()) is not None:  # Linux /proc
+            assert result.server_cpu_ms is not None and result.server_cpu_ms > 0
