@@ -134,6 +134,13 @@ def slug(factory: str) -> str:
     return factory.replace(",", "_").replace("(", "").replace(")", "")
 
 
+def design_slug(design: str) -> str:
+    """A design without commas (``where=`` filters in the docs split values on commas)."""
+    if design.startswith("hnswlib:"):
+        return "hnswlib_" + Path(design.partition(":")[2]).stem
+    return slug(design).replace(":", "_")
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 
@@ -372,7 +379,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         per_query = ann.recall_per_query(found[j], gt)
         c, w = cpu[j].ravel() * 1e3, wall[j].ravel() * 1e3
         labels = {key: v for key, v in run.items() if key != "search"}
-        emit({"step": "sweep", "run": args.run, "set": args.set, **labels, "nq": nq,
+        emit({"step": "sweep", "run": args.run, "set": args.set, **labels,
+              "design_slug": design_slug(labels["design"]), "nq": nq,
               "recall_at_100": round(float(per_query.mean()), 4),
               "cpu_ms_mean": round(float(c.mean()), 4), "cpu_ms_p50": round(float(np.median(c)), 4),
               "cpu_ms_p99": round(float(np.percentile(c, 99)), 4),
