@@ -110,3 +110,18 @@ def test_adindex_bench_is_the_benchmark_command(capsys: pytest.CaptureFixture[st
         main(["bench", "--help"])
     assert done.value.code == 0
     assert "--dataset" in capsys.readouterr().out
+
+
+def test_realtext_is_skipped_with_the_packages_to_install_when_absent(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from benchmarks import realtext
+
+    monkeypatch.setattr(realtext, "WORDNET_DIR", tmp_path / "no-wordnet")
+    cfg = parse_args(["--dataset", "realtext", "--systems", "faiss-flat", "--out", str(tmp_path)])
+    assert run(cfg) == []
+    assert "SKIPPED realtext" in capsys.readouterr().out
+    assert "apt-get install wordnet-base dict-gcide" in caplog.text
