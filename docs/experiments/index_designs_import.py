@@ -17,6 +17,9 @@ them into docs/results/index_designs.jsonl without changing a measured value:
   committed, so it is stored as ``b2ec514-dirty``.
 
     python docs/experiments/index_designs_import.py /tmp/perf-index-work docs/results/index_designs.jsonl
+
+Run once: it writes the file anew, and later runs' rows were added after it with
+``python -m benchmarks.publish --append``.
 """
 
 from __future__ import annotations
