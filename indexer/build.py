@@ -1,4 +1,11 @@
-"""Catalog -> embeddings -> trained FAISS index -> published artifact version."""
+"""Catalog -> embeddings -> trained FAISS index -> published artifact version.
+
+A build has two halves. Getting the records and their vectors (:class:`Vectors`) is the
+engine's: in this process (:func:`build`), or on a Ray cluster (``indexer.ray_build``, loaded
+only for ``engine="ray"``). Everything after is shared by both engines
+(:func:`index_and_publish`): choosing the index, training and filling it (an engine may bring
+its own :data:`IndexMaker`), the recall gate, the manifest and the atomic publish.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,13 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -21,11 +29,13 @@ from indexer.advice import below_target_message
 from indexer.ann import normalize
 from indexer.catalog import read_catalog, write_rejects
 from indexer.embedding import Embedder, SentenceTransformerEmbedder, embedder_identity
+from indexer.embedding_cache import CACHE_DIR, CacheKey, Encode, embed_with_cache
 from indexer.manifest import (
     DEFAULT_TEXT_SEPARATOR,
     BuildInfo,
     CatalogInfo,
     Counts,
+    EmbeddingInfo,
     IndexSpec,
     Manifest,
     ModelInfo,
@@ -58,10 +68,33 @@ class RecallBelowTarget(BuildError):
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    """How ``engine="ray"`` uses a Ray cluster (``indexer.ray_build``, docs/scale-out.md)."""
+
+    # None: start a local Ray for this build and stop it after (unless RAY_ADDRESS is set);
+    # else join the cluster at this address ("host:port" of its GCS, as ``ray start --head``
+    # prints, or "auto").
+    address: str | None = None
+    num_cpus: int | None = None  # CPUs of a local Ray (None: every core); unused with address
+    # Embedding actors, each loading the model once (None: one per cpus_per_actor CPUs of the
+    # cluster). They run after the catalog is read, so they may take every CPU.
+    actors: int | None = None
+    cpus_per_actor: int = 1  # CPUs reserved per actor = its embedder's threads
+    batch_size: int = 256  # texts per actor call
+    add_block_rows: int = 100_000  # vectors per parallel FAISS add task
+
+    def __post_init__(self) -> None:
+        for name in ("num_cpus", "actors", "cpus_per_actor", "batch_size", "add_block_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ray {name} must be >= 1; got {value}")
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """One build: where the catalog is, where versions go, and how to index."""
 
-    catalog: Path
+    catalog: Path  # a file, or a directory of catalog files (indexer.catalog.catalog_files)
     out: Path
     model: Path | None = None  # None: the installed all-MiniLM-L6-v2
     index_factory: str | None = None  # None: chosen from corpus size (indexer.params)
@@ -88,6 +121,13 @@ class BuildConfig:
     # delete) acknowledged after this moment are replayed on top of the new version; None
     # takes the catalog file's modification time.
     snapshot_at: datetime | None = None
+    # Where the records and vectors are made: in this process, or on a Ray cluster.
+    engine: Literal["local", "ray"] = "local"
+    ray: RayOptions = field(default_factory=RayOptions)
+    # Reuse the vectors of texts embedded before (indexer.embedding_cache), kept in
+    # embedding_cache_dir (None: OUT/embedding-cache).
+    embedding_cache: bool = True
+    embedding_cache_dir: Path | None = None
     # Split the version into this many shards by ad id (indexer.shards); None: one index.
     shards: int | None = None
 
@@ -97,6 +137,8 @@ class BuildConfig:
         if self.shards is not None and self.pins is not None:
             # A root would have to resolve engaged pins into interests before fanning out.
             raise ValueError("--pins with --shards is not supported yet: build pins unsharded")
+        if self.engine == "ray" and self.pins is not None:
+            raise ValueError("--pins with --engine ray is not supported yet: build pins locally")
         if not self.text_fields:
             raise ValueError("text_fields must name at least one field")
         if self.threads < 1:
@@ -112,6 +154,15 @@ class BuildConfig:
                 f"max_eval_queries must be >= 1 and eval_budget_s > 0; got "
                 f"{self.max_eval_queries} and {self.eval_budget_s}"
             )
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray'; got {self.engine!r}")
+
+    @property
+    def cache_root(self) -> Path | None:
+        """The embedding cache directory, or None when caching is off."""
+        if not self.embedding_cache:
+            return None
+        return self.embedding_cache_dir or self.out / CACHE_DIR
 
 
 @dataclass(frozen=True)
@@ -130,15 +181,36 @@ def timeit(stage: str, timings: dict[str, float]) -> Iterator[None]:
     logger.info("%s: %.2f s", stage, timings[stage])
 
 
+@dataclass(frozen=True)
+class Vectors:
+    """Records and their vectors, ready to index: what every engine hands the shared stages."""
+
+    catalog: Catalog
+    xb: np.ndarray  # (n, d) float32 unit rows; row i = catalog.records[i] = FAISS id i
+    model: ModelInfo
+    embedding: EmbeddingInfo | None = None  # text catalogs: embedded vs reused
+
+
+# Trains an index of ``params`` and adds xb with ids 0..n-1: (xb, params, seed) -> index.
+IndexMaker = Callable[[np.ndarray, IndexParams, int], faiss.Index]
+
+
 def embed_catalog(
     catalog: Catalog,
     config: BuildConfig,
     embedder: Embedder | None,
-) -> tuple[np.ndarray, ModelInfo]:
+    *,
+    encode: Encode | None = None,
+) -> Vectors:
     """Vectors for every record: the catalog's own, or the model's embedding of its text.
 
-    Returns:
-        (xb, model): xb of shape (n, d), float32, unit rows; what the manifest records.
+    Args:
+        catalog: the records.
+        config: the build (model, text fields, embedding cache).
+        embedder: the embedder that names the vectors (identity, dimension); None loads
+            ``config.model``.
+        encode: embeds the texts the cache does not have (default: ``embedder.encode`` here;
+            the Ray engine passes its actor pool).
     """
     if catalog.embeddings is not None:
         xb = normalize(catalog.embeddings, inplace=True)  # the build owns the catalog's matrix
@@ -146,11 +218,20 @@ def embed_catalog(
             embedder = embedder or SentenceTransformerEmbedder(config.model)
             if embedder.dimension != xb.shape[1]:
                 raise BuildError(
-                    f"{catalog.source}:{catalog.lines[0]}: embedding: dimension {xb.shape[1]} "
+                    f"{catalog.location(0)}: embedding: dimension {xb.shape[1]} "
                     f"differs from the query model {embedder.model_name} ({embedder.dimension}-d)"
                 )
-        name = embedder.model_name if embedder is not None else "precomputed"
-        return xb, ModelInfo(name, int(xb.shape[1]), "catalog embeddings")
+        if embedder is None:
+            return Vectors(
+                catalog, xb, ModelInfo("precomputed", int(xb.shape[1]), "catalog embeddings")
+            )
+        model = ModelInfo(
+            embedder.model_name,
+            int(xb.shape[1]),
+            "catalog embeddings",
+            embedder=embedder_identity(embedder),
+        )
+        return Vectors(catalog, xb, model)
     embedder = embedder or SentenceTransformerEmbedder(config.model)
     model = ModelInfo(
         embedder.model_name,
@@ -160,8 +241,15 @@ def embed_catalog(
         text_separator=config.text_separator,
         embedder=embedder_identity(embedder),
     )
-    xb = embedder.encode([model.text_of(r) for r in catalog.records], progress=True)
-    return xb, model
+    key = CacheKey(model.embedder, model.text_fields, model.text_separator, model.dimension)
+    local = embedder
+
+    def encode_here(texts: list[str]) -> np.ndarray:
+        return local.encode(texts, progress=True)
+
+    texts = [model.text_of(r) for r in catalog.records]
+    xb, info = embed_with_cache(texts, key, encode or encode_here, config.cache_root)
+    return Vectors(catalog, xb, model, info)
 
 
 def train_empty(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
@@ -174,19 +262,26 @@ def train_empty(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Inde
     return index
 
 
-def train_index(xb: np.ndarray, params: IndexParams, *, seed: int) -> faiss.Index:
-    """Create the index from its factory string, train it on a seeded sample, add everything."""
+def train_index(xb: np.ndarray, params: IndexParams, seed: int) -> faiss.Index:
+    """Train on a seeded sample, add everything (the in-process :data:`IndexMaker`)."""
     index = train_empty(xb, params, seed=seed)
     index.add(xb)  # FAISS ids 0..n-1 follow catalog order: row i of ads.jsonl
     return index
 
 
-def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResult:
+def build(
+    config: BuildConfig,
+    *,
+    embedder: Embedder | None = None,
+    embedder_factory: Callable[[], Embedder] | None = None,
+) -> BuildResult:
     """Read, embed, index and atomically publish a new artifact version.
 
     Args:
-        config: what to build.
+        config: what to build; ``config.engine == "ray"`` runs it on Ray (``indexer.ray_build``).
         embedder: an already loaded embedder (tests, the demo); default loads ``config.model``.
+        embedder_factory: makes the embedder where it runs (each Ray actor; here, if
+            ``embedder`` is None); it must be picklable for Ray.
 
     Raises:
         CatalogError: invalid records (and ``skip_invalid`` is off).
@@ -194,6 +289,20 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
             ``allow_below_target`` is off); nothing is written under ``config.out``.
         BuildError: anything else that stops the build; the previous version keeps serving.
     """
+    if config.engine == "ray":
+        if embedder is not None:
+            raise ValueError(
+                "engine 'ray' makes its embedders on the workers: pass embedder_factory"
+            )
+        try:
+            from indexer.ray_build import build_on_ray
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "ray":
+                raise
+            raise BuildError("engine 'ray' needs Ray: pip install 'adindex[ray]'") from exc
+        return build_on_ray(config, embedder_factory=embedder_factory)
+    if embedder is None and embedder_factory is not None:
+        embedder = embedder_factory()
     timings: dict[str, float] = {}
     faiss.omp_set_num_threads(config.threads)
     with timeit("Reading catalog", timings):
@@ -210,10 +319,34 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         if pin_file.embeddings is None and embedder is None and text_model:
             embedder = SentenceTransformerEmbedder(config.model)  # one model: ads and pins
     with timeit(f"Embedding {len(catalog.records)} ads", timings):
-        xb, model = embed_catalog(catalog, config, embedder)
+        vectors = embed_catalog(catalog, config, embedder)
+    pins = None
     if pin_file is not None:
         with timeit(f"Embedding {len(pin_file.records)} pins", timings):
-            pins = _embed_pins(pin_file, model, embedder, config)
+            pins = (pin_file, *_embed_pins(pin_file, vectors.model, embedder, config))
+    return index_and_publish(vectors, config, timings, pins=pins)
+
+
+def index_and_publish(
+    vectors: Vectors,
+    config: BuildConfig,
+    timings: dict[str, float],
+    *,
+    make_index: IndexMaker = train_index,
+    nodes: int = 1,
+    pins: tuple[PinFile, np.ndarray, PinsInfo] | None = None,
+) -> BuildResult:
+    """The stages every engine shares: plan, train and add, recall gate, manifest, publish.
+
+    Args:
+        vectors: the records and their vectors.
+        config: the build.
+        timings: seconds per stage so far; the stages here add theirs.
+        make_index: trains the index and adds xb in catalog order (default: in this process).
+        nodes: machines the build ran on (the manifest records it).
+        pins: the pin table to publish in the version (pins, their vectors, what they are).
+    """
+    catalog, xb = vectors.catalog, vectors.xb
     n, d = xb.shape
     params, queries = _plan(config, xb)
     logger.info(
@@ -227,10 +360,10 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
     if config.shards is not None:
         from indexer.shards import build_shards  # imports this module
 
-        return build_shards(config, catalog, xb, model, params, queries, timings)
+        return build_shards(config, vectors, params, queries, timings, nodes=nodes)
     with timeit("Training and adding", timings):
         try:
-            index = train_index(xb, params, seed=config.seed)
+            index = make_index(xb, params, config.seed)
         except RuntimeError as exc:  # FAISS C++ errors arrive as RuntimeError
             raise BuildError(f"FAISS could not build {params.index_factory!r}: {exc}") from exc
     with timeit(f"Evaluating recall@{config.recall_k} on {len(queries.xq)} queries", timings):
@@ -245,10 +378,10 @@ def build(config: BuildConfig, *, embedder: Embedder | None = None) -> BuildResu
         )
         if catalog.rejects:
             write_rejects(catalog.rejects, staged / artifact.REJECTS_FILE)
-        manifest = _manifest(catalog, params, model, tuning, point, timings, config)
-        if pin_file is not None:
-            write_pins(staged, pin_file, pins[0])
-            manifest = replace(manifest, pins=pins[1])
+        manifest = _manifest(vectors, params, tuning, point, timings, config, nodes)
+        if pins is not None:
+            write_pins(staged, pins[0], pins[1])
+            manifest = replace(manifest, pins=pins[2])
         manifest = artifact.publish(config.out, staged, version=version, manifest=manifest)
     return BuildResult(version_dir=config.out / version, manifest=manifest)
 
@@ -353,22 +486,26 @@ def _versions(names: Sequence[str]) -> dict[str, str]:
 
 
 def _snapshot_time(config: BuildConfig, catalog: Catalog) -> datetime:
-    snap = config.snapshot_at or datetime.fromtimestamp(catalog.source.stat().st_mtime, UTC)
+    files = [f for f, _ in catalog.files] or [catalog.source]  # a directory: its newest file
+    mtime = max(f.stat().st_mtime for f in files)
+    snap = config.snapshot_at or datetime.fromtimestamp(mtime, UTC)
     return snap if snap.tzinfo else snap.replace(tzinfo=UTC)  # naive times are UTC
 
 
 def _manifest(
-    catalog: Catalog,
+    vectors: Vectors,
     params: IndexParams,
-    model: ModelInfo,
     tuning: Tuning,
     point: OperatingPoint,
     timings: dict[str, float],
     config: BuildConfig,
+    nodes: int,
 ) -> Manifest:
+    catalog, model = vectors.catalog, vectors.model
     n = len(catalog.records)
     paused = sum(r.status == "paused" for r in catalog.records)
     software = ["adindex", "faiss-cpu", "sentence-transformers", "torch", "numpy"]
+    software += ["ray"] if config.engine == "ray" else []
     return Manifest(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         dimension=model.dimension,
@@ -383,6 +520,14 @@ def _manifest(
         search=SearchDefaults(point.nprobe, point.k_factor, DEFAULT_MIN_RERANK),
         counts=Counts(ads=n, active=n - paused, paused=paused, rejected=len(catalog.rejects)),
         catalog=CatalogInfo(str(catalog.source), catalog.sha256, _snapshot_time(config, catalog)),
-        build=BuildInfo(dict(timings), config.threads, platform.node(), _versions(software)),
+        build=BuildInfo(
+            dict(timings),
+            config.threads,
+            platform.node(),
+            _versions(software),
+            engine=config.engine,
+            nodes=nodes,
+        ),
         quality=replace(tuning.to_quality(max_memory_mb=config.max_memory_mb), chosen=point),
+        embedding=vectors.embedding,
     )

@@ -262,6 +262,8 @@ class RowBuilder(Generic[R]):
             return None
         if self._xb is not None:
             return self._xb if len(keep) == len(self._xb) else self._xb[keep]
+        if not keep:  # a file of a directory catalog may have no valid row
+            return np.empty((0, self._dim[0] if self._dim else 0), dtype=np.float32)
         return np.stack([v for i in keep if (v := self._vectors[i]) is not None])
 
 
@@ -335,20 +337,143 @@ class Builder(RowBuilder[AdRecord]):
 
     def finish(self, sha256: str, *, skip_invalid: bool) -> Catalog:
         """Apply the whole-file checks, then raise, or return the catalog of good rows."""
-        keep, problems = self._keep(skip_invalid=skip_invalid)
-        records = self._kept(keep)
-        logger.info("Read %d ads from %s", len(records), self.source)
-        return Catalog(
-            records,
-            self._embeddings(keep),
-            problems,
-            self.source,
-            sha256,
-            [self._lines[i] for i in keep],
+        return decide([self.part(sha256)], self.source, sha256, skip_invalid=skip_invalid)
+
+    def part(self, sha256: str) -> CatalogPart:
+        """The file's valid rows and all its problems (whole-file checks done), undecided."""
+        self._whole_file_checks()
+        keep = [i for i, r in enumerate(self._records) if r is not None and i not in self._bad]
+        return CatalogPart(
+            source=self.source,
+            sha256=sha256,
+            records=[r for i in keep if (r := self._records[i]) is not None],
+            rows=keep,
+            embeddings=self._embeddings(keep),
+            problems=sorted(self._problems, key=lambda p: p.line),  # stable: fields stay in order
+            ids=self._ids,
+            lines=self._lines,
+            n_malformed=self._n_malformed(),
         )
 
 
 _NO_VECTOR = np.empty(0, dtype=np.float32)  # the row had an embedding, but not a valid one
+
+
+@dataclass
+class CatalogPart:
+    """One catalog file with every row checked and nothing decided yet (:func:`decide` does).
+
+    Picklable: the Ray build reads the files of a catalog in parallel tasks and decides on the
+    driver, with the same function as a local build.
+    """
+
+    source: Path
+    sha256: str
+    records: list[AdRecord]  # the valid rows, in file order
+    rows: list[int]  # row index (in ``ids``/``lines``) of each record
+    embeddings: np.ndarray | None  # (len(records), d) float32 when the file carries embeddings
+    problems: list[Problem]  # sorted by line
+    ids: list[str | None]  # ad_id of every row (None: unreadable), for duplicates across files
+    lines: list[int]  # line (Parquet: row) of every row
+    n_malformed: int  # lines that were not rows at all
+
+    def where(self, row: int) -> str:
+        unit = "row" if self.source.suffix.lower() == ".parquet" else "line"
+        return f"{self.source} {unit} {self.lines[row]}"
+
+
+def decide(parts: list[CatalogPart], source: Path, sha256: str, *, skip_invalid: bool) -> Catalog:
+    """The catalog of the parts' good rows, or CatalogError with every problem.
+
+    Files of a directory catalog are one catalog: an ad_id seen in an earlier file is a
+    duplicate, and embeddings come with every file or none, of one dimension.
+
+    Args:
+        parts: the files, in catalog order (one for a single-file catalog).
+        source: the catalog (the file, or the directory).
+        sha256: of the file, or of a directory's files (``indexer.catalog``).
+        skip_invalid: set bad rows aside in ``rejects`` instead of raising.
+    """
+    extra, dropped = _across_files(parts) if len(parts) > 1 else ([[]], [set()])
+    problems = [
+        p
+        for part, more in zip(parts, extra, strict=True)
+        for p in sorted([*part.problems, *more], key=lambda p: p.line)
+    ]
+    if problems and not skip_invalid:
+        raise CatalogError(problems, source)
+    kept = [
+        [j for j in range(len(part.records)) if j not in drop]
+        for part, drop in zip(parts, dropped, strict=True)
+    ]
+    n_kept = sum(map(len, kept))
+    n_rows = sum(len(part.ids) + part.n_malformed for part in parts)
+    if not n_kept:
+        what = f"{n_rows} row(s), none valid" if n_rows else "no rows"
+        empty = Problem(str(source), 0, FILE_FIELD, f"the catalog has no valid ad records ({what})")
+        raise CatalogError([*problems, empty], source)
+    if problems:
+        logger.warning(
+            "%s: skipped %d invalid row(s) with %d problem(s); kept %d",
+            source,
+            n_rows - n_kept,
+            len(problems),
+            n_kept,
+        )
+    logger.info("Read %d ads from %s", n_kept, source)
+    matrices = [
+        part.embeddings if len(keep) == len(part.records) else part.embeddings[keep]
+        for part, keep in zip(parts, kept, strict=True)
+        if part.embeddings is not None and keep
+    ]
+    return Catalog(
+        [part.records[j] for part, keep in zip(parts, kept, strict=True) for j in keep],
+        (matrices[0] if len(matrices) == 1 else np.concatenate(matrices)) if matrices else None,
+        problems,
+        source,
+        sha256,
+        [part.lines[part.rows[j]] for part, keep in zip(parts, kept, strict=True) for j in keep],
+        [(part.source, len(keep)) for part, keep in zip(parts, kept, strict=True)]
+        if len(parts) > 1
+        else [],
+    )
+
+
+def _across_files(parts: list[CatalogPart]) -> tuple[list[list[Problem]], list[set[int]]]:
+    """Problems between files, per part, and the records (index into ``records``) they reject."""
+    extra: list[list[Problem]] = [[] for _ in parts]
+    dropped: list[set[int]] = [set() for _ in parts]
+    record_of = [dict(zip(part.rows, range(len(part.rows)), strict=True)) for part in parts]
+    first: dict[str, tuple[int, int]] = {}  # ad_id -> (part, row) where it was first seen
+    for k, part in enumerate(parts):
+        for row, ad_id in enumerate(part.ids):
+            if ad_id is None:
+                continue
+            seen = first.setdefault(ad_id, (k, row))
+            if seen[0] != k:
+                where = parts[seen[0]].where(seen[1])
+                message = f"duplicate ad_id {ad_id!r} (first seen at {where})"
+                extra[k].append(Problem(str(part.source), part.lines[row], "ad_id", message, ad_id))
+                if (j := record_of[k].get(row)) is not None:
+                    dropped[k].add(j)
+    with_vectors = [part for part in parts if part.embeddings is not None and part.records]
+    if not with_vectors:
+        return extra, dropped
+    ref = with_vectors[0]
+    d, where = ref.embeddings.shape[1] if ref.embeddings is not None else 0, ref.where(ref.rows[0])
+    for k, part in enumerate(parts):
+        if part.embeddings is None:
+            message = f"missing, but other files carry embeddings (first at {where})"
+        elif part.embeddings.shape[1] != d:
+            message = f"dimension {part.embeddings.shape[1]}, expected {d} (as at {where})"
+        else:
+            continue
+        for j, (row, r) in enumerate(zip(part.rows, part.records, strict=True)):
+            extra[k].append(
+                Problem(str(part.source), part.lines[row], "embedding", message, r.ad_id)
+            )
+            dropped[k].add(j)
+    return extra, dropped
 
 
 def _no_text(text_fields: tuple[str, ...]) -> str:

@@ -20,7 +20,13 @@ def _build_flags(p: argparse.ArgumentParser) -> Handler:
 
     d = BuildConfig  # dataclass defaults live on the class
     add = p.add_argument
-    add("--catalog", type=Path, required=True, help="ad catalog: .jsonl, .csv or .parquet")
+    add(
+        "--catalog",
+        type=Path,
+        required=True,
+        help="ad catalog: .jsonl, .csv or .parquet, or a directory of such files (read in "
+        "path order as one catalog)",
+    )
     add(
         "--out",
         type=Path,
@@ -127,7 +133,67 @@ def _build_flags(p: argparse.ArgumentParser) -> Handler:
         help="when the catalog was exported (ISO 8601, e.g. 2026-11-25T03:00:00+00:00); admin "
         "changes acknowledged after it are replayed on the new version (default: the file's mtime)",
     )
+    _engine_flags(p)
     return cmd_build
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    from indexer.build import BuildConfig, RayOptions
+
+    d, r = BuildConfig, RayOptions()
+    g = p.add_argument_group("where it runs (docs/scale-out.md)")
+    add = g.add_argument
+    add(
+        "--engine",
+        choices=("local", "ray"),
+        default=d.engine,
+        help="local: in this process; ray: read, embed and add on a Ray cluster (pip install "
+        "'adindex[ray]'), same checks and artifact (default: %(default)s)",
+    )
+    add(
+        "--ray-address",
+        help="join the Ray cluster at this address (as `ray start --head` prints it, or "
+        "'auto'); default: start a local Ray for this build and stop it after",
+    )
+    add(
+        "--ray-actors",
+        type=int,
+        help="embedding actors, each loading the model once (default: one per "
+        "--ray-cpus-per-actor CPUs of the cluster)",
+    )
+    add(
+        "--ray-cpus-per-actor",
+        type=int,
+        default=r.cpus_per_actor,
+        help="CPUs per embedding actor, and its embedder's threads (default: %(default)s)",
+    )
+    add(
+        "--embedding-cache",
+        type=Path,
+        help="directory of the embedding cache, reused by later builds: only new or changed "
+        "texts are embedded (default: OUT/embedding-cache)",
+    )
+    add(
+        "--no-embedding-cache",
+        action="store_true",
+        help="embed every text and keep nothing",
+    )
+
+
+def _engine_config(args: argparse.Namespace) -> dict[str, object]:
+    from indexer.build import RayOptions
+
+    if args.engine != "ray" and (args.ray_address or args.ray_actors):
+        raise SystemExit("error: --ray-address and --ray-actors need --engine ray")
+    ray = RayOptions(
+        address=args.ray_address, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor
+    )
+    return {
+        "engine": args.engine,
+        "ray": ray,
+        "embedding_cache": not args.no_embedding_cache,
+        "embedding_cache_dir": args.embedding_cache,
+    }
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -154,6 +220,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         eval_budget_s=args.eval_budget_s,
         shards=args.shards,
         **({"threads": args.threads} if args.threads else {}),
+        **_engine_config(args),  # type: ignore[arg-type]
     )
     try:
         result = build(config)
@@ -166,6 +233,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"published {m.version}: {c.ads} ads ({c.paused} paused, {c.rejected} rejected), "
         f"{m.index.factory}, nprobe {m.search.nprobe}, k_factor {m.search.k_factor}"
     )
+    if m.embedding is not None:
+        e = m.embedding
+        print(f"  embedded {e.embedded} ads, reused {e.reused} from the embedding cache")
     if m.quality is not None:
         q = m.quality
         print(

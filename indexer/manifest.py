@@ -47,6 +47,20 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class EmbeddingInfo:
+    """How a text catalog's vectors were obtained: embedded now, or reused from the cache.
+
+    ``embedded + reused`` is the number of ads. Ads whose texts are equal share one embedding,
+    so ``texts_embedded`` (texts sent to the embedder) can be below ``embedded``.
+    """
+
+    embedded: int  # ads whose vector this build computed
+    reused: int  # ads whose vector came from the embedding cache
+    texts_embedded: int  # distinct texts sent to the embedder
+    cache: str | None = None  # the cache directory used (indexer.embedding_cache); None: off
+
+
+@dataclass(frozen=True)
 class IndexSpec:
     """The FAISS index: factory string, lists, training sample."""
 
@@ -88,6 +102,8 @@ class BuildInfo:
     threads: int
     host: str
     software: dict[str, str]  # package -> version
+    engine: Literal["local", "ray"] = "local"  # in-process, or on a Ray cluster (indexer.ray_build)
+    nodes: int = 1  # Ray nodes the build ran on
 
 
 @dataclass(frozen=True)
@@ -215,6 +231,7 @@ class Manifest:
     catalog: CatalogInfo
     build: BuildInfo
     quality: Quality | None = None  # None: not measured (e.g. benchmark artifacts)
+    embedding: EmbeddingInfo | None = None  # text catalogs: embedded vs reused counts
     pins: PinsInfo | None = None  # None: built without --pins
     metric: Literal["inner_product"] = "inner_product"
     normalized: bool = True

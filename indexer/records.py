@@ -143,14 +143,26 @@ class Problem:
 
 @dataclass
 class Catalog:
-    """The valid records of a catalog file, in file order."""
+    """The valid records of a catalog file (or directory of files), in file order."""
 
     records: list[AdRecord]
     embeddings: np.ndarray | None  # (n, d) float32, row i = records[i]; None without embeddings
     rejects: list[Problem]  # problems of the rows skipped under skip_invalid
     source: Path
-    sha256: str  # of the catalog file bytes
+    sha256: str  # of the catalog file bytes (a directory: of its files' names and sha256s)
     lines: list[int]  # source line (Parquet: row) of each record, for later error messages
+    # A directory catalog: (file, records read from it), in order; empty for a single file.
+    files: list[tuple[Path, int]] = field(default_factory=list)
+
+    def location(self, i: int) -> str:
+        """Where record ``i`` came from, as ``path:line`` (Parquet: ``path:row N``)."""
+        path, first = self.source, 0
+        for file, count in self.files:
+            if i < first + count:
+                path = file
+                break
+            first += count
+        return str(Problem(str(path), self.lines[i], "", "")).removesuffix(": : ")
 
 
 class CatalogError(ValueError):

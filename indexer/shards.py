@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexer import artifact
-from indexer.manifest import Counts, Manifest, ModelInfo, ShardEntry, ShardsInfo
+from indexer.manifest import Counts, Manifest, ShardEntry, ShardsInfo
 
 if TYPE_CHECKING:  # the root routes with shard_of and never loads FAISS or the build
-    from indexer.build import BuildConfig, BuildResult
+    from indexer.build import BuildConfig, BuildResult, Vectors
     from indexer.params import IndexParams
     from indexer.queries import QuerySet
-    from indexer.records import AdRecord, Catalog
+    from indexer.records import AdRecord
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +66,21 @@ def _counts(records: Sequence[AdRecord]) -> Counts:
 
 def build_shards(
     config: BuildConfig,
-    catalog: Catalog,
-    xb: np.ndarray,
-    model: ModelInfo,
+    vectors: Vectors,
     params: IndexParams,
     queries: QuerySet,
     timings: dict[str, float],
+    *,
+    nodes: int = 1,
 ) -> BuildResult:
     """Train once, fill ``config.shards`` copies, gate recall as served, publish one version.
 
     Args:
         config: the build (``config.shards`` >= 1).
-        catalog: the validated records; row i is ``xb[i]``.
-        xb: (n, d) float32 unit vectors.
-        model, params, queries: as the unsharded build chose them.
+        vectors: the validated records and their (n, d) float32 unit vectors (row i = record i).
+        params, queries: as the unsharded build chose them.
         timings: per-stage seconds, extended here.
+        nodes: machines the vectors were made on (the manifest records it).
 
     Raises:
         BuildError: a shard would hold no ad, or FAISS cannot build the factory string.
@@ -99,6 +99,7 @@ def build_shards(
     )
     from indexer.tuning import tune
 
+    catalog, xb = vectors.catalog, vectors.xb
     count = config.shards or 1
     rows = assign([r.ad_id for r in catalog.records], count)
     empty = [s for s, r in enumerate(rows) if len(r) == 0]
@@ -124,7 +125,7 @@ def build_shards(
     point = recall_gate(tuning, params, xb.shape[1], config)
     version = artifact.new_version_name()
     with timeit("Publishing", timings), artifact.staging_dir(config.out, version) as staged:
-        base = _manifest(catalog, params, model, tuning, point, timings, config)
+        base = _manifest(vectors, params, tuning, point, timings, config, nodes)
         entries = []
         for s, index in enumerate(indexes):
             records = [catalog.records[i] for i in rows[s].tolist()]
