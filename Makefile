@@ -50,9 +50,17 @@ check-docs: $(STAMP)
 	$(BIN)/python -m benchmarks.docs --check
 
 # Recall/latency of adindex vs raw FAISS, exact search, hnswlib and LanceDB (docs/benchmarks.md).
-# make bench DATASET=calibrated-1m   (also: calibrated-100k, sample, esci, fashion-mnist)
+# make bench DATASET=calibrated-1m   (also: calibrated-100k, tight-1m, realtext, sample, esci,
+# fashion-mnist). realtext reads the Debian packages below (installed here when missing and
+# root; otherwise the command to run is printed and the dataset is skipped) and embeds its texts
+# once into ~/.cache/adindex/realtext (python -m benchmarks.realtext, about an hour).
 DATASET ?= calibrated-100k
+REALTEXT_PACKAGES := wordnet-base dict-gcide
 bench: $(STAMP)
+	@if [ "$(DATASET)" = realtext ] && ! dpkg -s $(REALTEXT_PACKAGES) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y $(REALTEXT_PACKAGES); \
+	  else echo "realtext needs: sudo apt-get install $(REALTEXT_PACKAGES)"; fi; \
+	fi
 	$(BIN)/python -m benchmarks.recall_latency --dataset $(DATASET)
 
 # Sharded serving on one machine (docs/serving.md#sharded-serving): one leaf per shard of the

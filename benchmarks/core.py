@@ -36,6 +36,9 @@ class Timing:
 
     found: list[np.ndarray]  # per query, (<= k,) int64 ids
     latencies_ms: np.ndarray  # (repeats * nq,) float64
+    # (repeats * nq,) float64: this process's CPU time per search (every thread of it), which
+    # other processes' load barely changes, unlike the wall clock
+    cpu_ms: np.ndarray | None = None
 
     @property
     def p50_ms(self) -> float:
@@ -85,6 +88,10 @@ class RunRecord:
     pareto: bool = False
     benchmark: str = "recall_latency"
     kind: str = "point"
+    # Mean / median CPU ms per single-query search in this process (None where the search runs
+    # in another process: adindex-grpc's server)
+    cpu_ms_mean: float | None = None
+    cpu_ms_p50: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -93,6 +100,9 @@ class RunRecord:
                 out[key] = round(out[key], 5)
         for key in ("p50_ms", "p99_ms", "qps", "single_qps", "build_s", "rss_mb"):
             out[key] = round(out[key], 4)
+        for key in ("cpu_ms_mean", "cpu_ms_p50"):
+            if out[key] is not None:
+                out[key] = round(out[key], 4)
         return out
 
 
@@ -108,17 +118,19 @@ def time_queries(search: SearchOne, nq: int, *, warmup: int, repeats: int) -> Ti
     """
     found: list[np.ndarray] = []
     lat = np.empty(repeats * nq, dtype=np.float64)
+    cpu = np.empty(repeats * nq, dtype=np.float64)
     with omp_threads(SEARCH_THREADS):
         for i in range(min(warmup, nq)):
             search(i)
         for r in range(repeats):
             for i in range(nq):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 ids = search(i)
                 lat[r * nq + i] = time.perf_counter() - t0
+                cpu[r * nq + i] = time.process_time() - c0
                 if r == 0:
                     found.append(np.asarray(ids, dtype=np.int64))
-    return Timing(found=found, latencies_ms=lat * 1000.0)
+    return Timing(found=found, latencies_ms=lat * 1000.0, cpu_ms=cpu * 1000.0)
 
 
 def concurrent_qps(search: SearchOne, nq: int, *, threads: int) -> float:

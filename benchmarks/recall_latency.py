@@ -11,6 +11,7 @@ Usage::
 
     python -m benchmarks.recall_latency --dataset calibrated-100k
     python -m benchmarks.recall_latency --dataset esci | sample | fashion-mnist | calibrated-1m
+    python -m benchmarks.recall_latency --dataset tight-1m | realtext
     python -m benchmarks.recall_latency --dataset calibrated --nb 3000 --d 32 --nq 50
 
 Filtered (targeting) runs by selectivity are their own command: ``python -m benchmarks.filtered``.
@@ -36,10 +37,10 @@ import numpy as np
 from tqdm import tqdm
 
 import indexer  # noqa: F401  (sets the rest of the OpenMP/tokenizer environment)
-from benchmarks import report
+from benchmarks import realtext, report
 from benchmarks.config import DATASETS, PRESETS, SYSTEMS, BenchConfig
 from benchmarks.core import SEARCH_THREADS, RunRecord, recall
-from benchmarks.datasets import Dataset, calibrated, load_fashion_mnist, neighbour_stats
+from benchmarks.datasets import Dataset, calibrated, load_fashion_mnist, neighbour_stats, tight
 from benchmarks.provenance import command, load_avg, provenance
 from benchmarks.systems import (
     AdindexInProcess,
@@ -75,6 +76,14 @@ def load_dataset(cfg: BenchConfig) -> tuple[Dataset | None, Esci | None]:
     cache = cfg.out / "cache"
     if cfg.dataset.startswith("calibrated"):
         return calibrated(cfg.nb, cfg.nq, cfg.d, seed=cfg.seed), None
+    if cfg.dataset == "tight-1m":
+        return tight(cfg.nb, cfg.nq, cfg.d, seed=cfg.seed), None
+    if cfg.dataset == "realtext":
+        reason = realtext.missing()
+        if reason is not None:
+            logger.warning("realtext not loaded: %s", reason)
+            return None, None
+        return realtext.load_realtext(cfg.nb, cfg.nq), None
     if cfg.dataset == "fashion-mnist":
         return load_fashion_mnist(), None
     if cfg.dataset == "sample":
@@ -96,7 +105,7 @@ def make_systems(cfg: BenchConfig, ds: Dataset) -> list[System]:
         "faiss-ivf": RawFaiss(adindex),
         "adindex-grpc": AdindexGrpc(adindex, alone_threads=cfg.grpc_alone_threads),
         "hnswlib": Hnsw(metric, cfg.ef_search, m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction,
-                        max_build_min=cfg.hnsw_max_build_min),
+                        max_build_min=cfg.hnsw_max_build_min, cache=cfg.hnsw_cache),
         "lancedb": Lance(metric, cfg.lance_nprobes, cfg.lance_refine, num_partitions=cfg.lance_partitions),
     }  # fmt: skip
     # In the order asked for, except that adindex and the systems reusing its artifact go first
@@ -129,6 +138,9 @@ def run_system(system: System, ctx: Context, workdir: Path) -> list[RunRecord]:
             truth=system.truth, latency_samples=len(timing.latencies_ms), extra=built.extra,
             **provenance(ctx.command),
         )  # fmt: skip
+        if system.in_process and timing.cpu_ms is not None:
+            rec.cpu_ms_mean = float(timing.cpu_ms.mean())
+            rec.cpu_ms_p50 = float(np.median(timing.cpu_ms))
         print(report.stdout_line(rec.to_json()), flush=True)
         with ctx.jsonl.open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec.to_json()) + "\n")
@@ -358,6 +370,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         ("--qps-threads", int, "threads of the throughput run (every system alike)"),
         ("--grpc-alone-threads", int, "adindex-grpc: the server's --alone-threads (1: equal to the others)"),
         ("--artifact", Path, "measure this built artifact instead of building one (same vectors!)"),
+        ("--hnsw-cache", Path, "hnswlib index file: loaded when built over the same vectors, else built and saved"),
     ):  # fmt: skip
         p.add_argument(flag, type=kind, default=None, help=hint)
     p.add_argument(

@@ -34,6 +34,7 @@ from benchmarks.core import (
     time_queries,
 )
 from benchmarks.datasets import Dataset
+from benchmarks.serving_memory import serving_rss
 from indexer.ann import Metric, exact_search, normalize, omp_threads, search_params
 from indexer.manifest import Manifest
 
@@ -60,6 +61,7 @@ class System(ABC):
 
     name: str = ""
     truth: Metric = "ip"  # the exact neighbours its recall is measured against
+    in_process = True  # searches run in this process (its CPU time is theirs)
 
     def __init__(self) -> None:
         self.built = Built(0.0, 0, 0.0)
@@ -348,6 +350,7 @@ class AdindexInProcess(System):
                 "artifact_bytes": dir_bytes(self.version_dir),
                 "default_nprobe": art.manifest.search.nprobe,
                 "k_factor": art.manifest.search.k_factor,
+                "serving_rss": serving_rss("adindex", self.version_dir),
             },
         )
         return self.built

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -26,6 +28,7 @@ from benchmarks.core import (
     time_queries,
 )
 from benchmarks.datasets import Dataset
+from benchmarks.serving_memory import serving_rss
 from benchmarks.systems import AdindexInProcess, Built, System
 from indexer.ann import Metric
 
@@ -77,6 +80,7 @@ class AdindexGrpc(System):
     """
 
     name = "adindex-grpc"
+    in_process = False  # the server's process does the searching
 
     def __init__(self, adindex: AdindexInProcess, *, alone_threads: int = SEARCH_THREADS) -> None:
         super().__init__()
@@ -168,8 +172,10 @@ class Hnsw(System):
         fallback_ef_construction: int = 100,
         max_build_min: float = 40.0,
         threads: int = 2,
+        cache: Path | None = None,
     ) -> None:
         super().__init__()
+        self.cache = cache  # reuse (or save) the built index here: sets sharing a base
         self.truth = metric
         self.ef_search, self.m, self.ef_construction = ef_search, m, ef_construction
         self.fallback_ef_construction, self.max_build_min = fallback_ef_construction, max_build_min
@@ -209,20 +215,56 @@ class Hnsw(System):
 
     def build(self, ds: Dataset, workdir: Path) -> Built:
         xb = ds.xb if self.truth == "l2" else _unit(ds.xb)
+        path = self.cache or workdir / "hnswlib.bin"
+        reused = self._load_cached(xb, path)
+        if reused is None:
+            build_s, index_bytes, rss, extra = self._build(xb, path)
+        else:
+            build_s, index_bytes, rss, extra = reused
+        space = "ip" if self.truth == "ip" else "l2"
+        extra["serving_rss"] = serving_rss("hnswlib", path, space=space, dim=ds.d)
+        self.built = Built(build_s, index_bytes, rss, extra)
+        return self.built
+
+    def _build(self, xb: np.ndarray, path: Path) -> tuple[float, int, float, dict[str, Any]]:
+        """Build over xb, save to path (with a JSON sidecar naming what it holds)."""
+        nb, d = xb.shape
         efc, info = self._choose_ef_construction(xb)
         rss0 = rss_mb()
         t0 = time.perf_counter()
-        index = self._new(ds.nb, ds.d, efc)
+        index = self._new(nb, d, efc)
         step = 50_000
-        for start in tqdm(range(0, ds.nb, step), desc="hnswlib add", unit="50k", mininterval=10):
-            stop = min(ds.nb, start + step)
+        for start in tqdm(range(0, nb, step), desc="hnswlib add", unit="50k", mininterval=10):
+            stop = min(nb, start + step)
             index.add_items(xb[start:stop], np.arange(start, stop))
-        self.index = index
-        self.efc = efc
+        build_s = time.perf_counter() - t0
+        self.index, self.efc = index, efc
         extra = {"ef_construction": efc, "M": self.m, "hnswlib": _version("hnswlib"), **info}
-        self.built = Built(time.perf_counter() - t0, int(index.index_file_size()),
-                           rss_mb() - rss0, extra)  # fmt: skip
-        return self.built
+        path.parent.mkdir(parents=True, exist_ok=True)
+        index.save_index(str(path))
+        sidecar = {"vectors": _fingerprint(xb), "build_s": build_s, "extra": extra}
+        path.with_suffix(".json").write_text(json.dumps(sidecar), encoding="utf-8")
+        return build_s, int(index.index_file_size()), rss_mb() - rss0, extra
+
+    def _load_cached(
+        self, xb: np.ndarray, path: Path
+    ) -> tuple[float, int, float, dict[str, Any]] | None:
+        """The index saved at ``self.cache`` when it was built over these very vectors."""
+        sidecar = path.with_suffix(".json")
+        if self.cache is None or not path.is_file() or not sidecar.is_file():
+            return None
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        if meta["vectors"] != _fingerprint(xb) or meta["extra"]["M"] != self.m:
+            logger.warning("hnswlib: %s holds another index; building anew", path)
+            return None
+        import hnswlib
+
+        rss0 = rss_mb()
+        index = hnswlib.Index(space="ip" if self.truth == "ip" else "l2", dim=xb.shape[1])
+        index.load_index(str(path), max_elements=len(xb))
+        self.index, self.efc = index, int(meta["extra"]["ef_construction"])
+        extra = {**meta["extra"], "reused_index": str(path)}
+        return float(meta["build_s"]), int(index.index_file_size()), rss_mb() - rss0, extra
 
     def index_key(self) -> str:
         return f"HNSW{self.m},efC{self.efc}"
@@ -270,6 +312,12 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _fingerprint(xb: np.ndarray) -> str:
+    """Shape and a digest of a sample of rows: which vectors an index was built over."""
+    rows = np.ascontiguousarray(xb[:: max(1, len(xb) // 1000)])
+    return f"{xb.shape}:{hashlib.sha256(rows.tobytes()).hexdigest()[:16]}"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -47,6 +47,12 @@ def test_every_system_writes_complete_json_lines(
         # Equal threads in every system: one per single query, 2 for the throughput run.
         assert (r["threads"]["single"], r["threads"]["qps"]) == (1, 2), r["name"]
     assert any(r["pareto"] for r in lines)
+    for r in lines:  # CPU per search where it runs in this process; memory of a serving process
+        in_process = r["name"] != "adindex-grpc"
+        assert (r["cpu_ms_mean"] is not None and r["cpu_ms_mean"] > 0) == in_process, r["name"]
+        if r["name"] in ("adindex", "hnswlib"):
+            rss = r["extra"]["serving_rss"]
+            assert rss["rss_mb"] > rss["baseline_mb"] > 0 and rss["loaded_mb"] > 0, rss
     for name in ("results.md", "run.json", "recall_vs_p50.png", "recall_vs_qps.png"):
         assert (out_dir / name).stat().st_size > 0
     assert "cos_1st" in json.loads((out_dir / "run.json").read_text())["neighbour_stats"]
@@ -104,3 +110,18 @@ def test_adindex_bench_is_the_benchmark_command(capsys: pytest.CaptureFixture[st
         main(["bench", "--help"])
     assert done.value.code == 0
     assert "--dataset" in capsys.readouterr().out
+
+
+def test_realtext_is_skipped_with_the_packages_to_install_when_absent(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from benchmarks import realtext
+
+    monkeypatch.setattr(realtext, "WORDNET_DIR", tmp_path / "no-wordnet")
+    cfg = parse_args(["--dataset", "realtext", "--systems", "faiss-flat", "--out", str(tmp_path)])
+    assert run(cfg) == []
+    assert "SKIPPED realtext" in capsys.readouterr().out
+    assert "apt-get install wordnet-base dict-gcide" in caplog.text
