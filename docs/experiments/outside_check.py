@@ -29,6 +29,10 @@ Datasets (the data stays outside the repository):
   graded judgements), embedded with the project's default embedder (``indexer.embedding``).
   500 queries cannot make 5,000 distinct calls: the warm-up cycles them, and all 500 are
   measured (so the measured queries were seen in the warm-up: the row says so).
+- ``sample``: the ``adindex sample`` catalog (``indexer.sample``, 20,000 ads) and its
+  pin-based users (the normalised mean of each user's 3-8 pin embeddings, as the demo makes
+  them; ``benchmarks.text_data.load_sample``), embedded once and cached in ``--work``. Users
+  1..W warm up, the next M are measured.
 
 One JSON line per run (``kind=run``; self-describing: ``benchmarks.provenance``): the build's
 point and estimate (manifest ``quality.chosen``), the point recall control settled on
@@ -153,6 +157,21 @@ def load_esci(warmup: int, work: Path) -> RealData:
     )  # fmt: skip
 
 
+def load_sample(warmup: int, measure: int, work: Path, nb: int = 20_000) -> RealData:
+    """``adindex sample``'s catalog (``nb`` ads) and ``warmup + measure`` of its pin-based users
+    (the normalised mean of each user's 3-8 pin embeddings, as the demo makes them)."""
+    from benchmarks.text_data import load_sample as embedded_sample
+    from indexer.sample import generate_catalog
+
+    ds = embedded_sample(nb, warmup + measure, work)  # embedded once, cached in ``work``
+    records = generate_catalog(nb)
+    return RealData(
+        "sample", ds.description, ds.xb, [r.ad_id for r in records],
+        [r.title for r in records], ds.xq[:warmup], ds.xq[warmup:],
+        f"users 1-{warmup}; measured {warmup + 1}-{warmup + measure} (disjoint)",
+    )  # fmt: skip
+
+
 def write_catalog(path: Path, data: RealData) -> None:
     """The ads as a Parquet catalog with precomputed embeddings (README, "Catalog format")."""
     import pyarrow as pa
@@ -180,15 +199,21 @@ def adindex() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "retrieval.cli"]
 
 
-def build(catalog: Path, root: Path) -> dict[str, Any]:
-    """``adindex build`` at its defaults; its wall time and the tail of its log."""
+def build(catalog: Path, root: Path, extra: Sequence[str]) -> dict[str, Any]:
+    """``adindex build`` (at its defaults unless ``extra``): outcome, wall time, log tail.
+
+    A refused build (exit code 3, the recall gate) is an outcome, not an error: its message
+    is what the user sees.
+    """
+    argv = ["build", "--catalog", str(catalog), "--out", str(root), *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run([*adindex(), "build", "--catalog", str(catalog), "--out", str(root)],
-                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
-    tail = proc.stderr.strip().splitlines()[-12:]
-    if proc.returncode != 0:
-        raise RuntimeError(f"adindex build failed ({proc.returncode}):\n" + "\n".join(tail))
-    return {"wall_s": round(time.perf_counter() - t0, 1), "log_tail": tail}
+    proc = subprocess.run([*adindex(), *argv], capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if "Recall sweep" not in ln]
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"adindex build failed ({proc.returncode}):\n" + "\n".join(lines[-12:]))
+    return {"argv": ["adindex", *argv], "wall_s": round(time.perf_counter() - t0, 1),
+            "outcome": "published" if proc.returncode == 0 else "refused",
+            "log_tail": lines[-8:]}  # fmt: skip
 
 
 class Server:
@@ -390,18 +415,41 @@ def serve_and_measure(args: argparse.Namespace, data: RealData, root: Path) -> d
     }  # fmt: skip
 
 
+def build_args(args: argparse.Namespace, data: RealData, work: Path) -> list[str]:
+    """Extra ``adindex build`` arguments: ``--build-arg``s, and ``--queries`` when asked."""
+    extra = list(args.build_arg)
+    if args.real_build_queries:
+        np.save(work / "warmup_queries.npy", np.unique(data.warm, axis=0))
+        extra += ["--queries", str(work / "warmup_queries.npy")]
+    return extra
+
+
+def described(args: argparse.Namespace, data: RealData, row: dict[str, Any]) -> dict[str, Any]:
+    """A row with what makes it self-describing (``benchmarks.docs.REQUIRED``), stamped now."""
+    return {"benchmark": "outside_check", "kind": "run", "dataset": data.name,
+            "description": data.description, "nb": len(data.xb), "d": data.xb.shape[1],
+            "threads": server_threads(), "label": args.label, "k": K, **row,
+            "load_avg_end": os.getloadavg(), **provenance(args.cmd)}  # fmt: skip
+
+
 def run(args: argparse.Namespace, data: RealData) -> dict[str, Any]:
     from indexer.ann import exact_search, normalize
 
-    work = args.work / data.name
+    variant = "-".join(a.strip("-").replace("/", "_") for a in args.build_arg) or "defaults"
+    variant += "-real-queries" if args.real_build_queries else ""
+    work = args.work / data.name / variant
     work.mkdir(parents=True, exist_ok=True)
-    catalog, root = work / "ads.parquet", work / "index"
-    built: dict[str, Any] = {"wall_s": None, "log_tail": [], "reused": True}
+    catalog, root = args.work / data.name / "ads.parquet", work / "index"
+    built: dict[str, Any] = {"outcome": "published", "reused": True}
     if args.rebuild or not (root / "LATEST").is_file():
         shutil.rmtree(root, ignore_errors=True)
-        write_catalog(catalog, data)
-        built = build(catalog, root) | {"reused": False}
-        logger.info("built %s in %s s", root, built["wall_s"])
+        if args.rebuild or not catalog.is_file():
+            write_catalog(catalog, data)
+        built = build(catalog, root, build_args(args, data, work)) | {"reused": False}
+        logger.info("build %s: %s", built["outcome"], "\n".join(built["log_tail"][-3:]))
+    if built["outcome"] == "refused":
+        return described(args, data, {"build": built, "warmup_calls": 0,
+                                      "warm_note": data.warm_note})  # fmt: skip
     got = serve_and_measure(args, data, root)
     info = got.pop("info")
     manifest = json.loads(info.manifest_json)
@@ -411,22 +459,23 @@ def run(args: argparse.Namespace, data: RealData) -> dict[str, Any]:
     final = (info.default_nprobe, info.default_k_factor)
     nlist = manifest["index"]["nlist"]
     wider = {(min(final[0] * m, nlist), final[1]) for m in (2, 4)} | {(final[0], final[1] * 2)}
-    return {
-        "benchmark": "outside_check", "kind": "run", "dataset": data.name,
-        "description": data.description, "nb": len(data.xb), "d": data.xb.shape[1],
-        "threads": server_threads(), "label": args.label, "factory": info.index_factory,
-        "nlist": nlist, "k": K, "build": built, "build_point": list(build_point),
+    return described(args, data, {
+        "factory": info.index_factory, "nlist": nlist, "build": built,
+        "build_point": list(build_point),
         "build_estimate": build_estimate(manifest), "recall_control": info.recall_control,
         "final_point": list(final), "warmup_calls": len(data.warm),
         "warmup_distinct_queries": len(np.unique(data.warm, axis=0)),
         "warm_note": data.warm_note, "measure_queries": len(data.held),
         **quality(data, found, truth), **got,
         "offline_recall_by_point": offline(root, data.held, truth, {build_point, final} | wider),
-        "load_avg_end": os.getloadavg(), **provenance(args.cmd),
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def summary(row: dict[str, Any]) -> str:
+    if row["build"]["outcome"] == "refused":
+        return f"{row['dataset']} {row['nb']} x {row['d']}: the build refused:\n" + "\n".join(
+            row["build"]["log_tail"][-3:]
+        )
     est = row["build_estimate"]
     ndcg = f", NDCG@10 ratio {row['ndcg_ratio']}" if "ndcg_ratio" in row else ""
     return (f"{row['dataset']} {row['nb']} x {row['d']} {row['factory']}: build point "
@@ -441,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(__doc__ or "").split("\n\n")[0],
         epilog="Rows: one JSON line per run (docs/index-parameters.md, section 3.7.1).",
     )
-    p.add_argument("dataset", choices=("realtext", "esci"), nargs="+", help="datasets to check")
+    p.add_argument("dataset", choices=("realtext", "esci", "sample"), nargs="+",
+                   help="datasets to check (each in its own server run)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=5_000,
                    help="live Retrieve calls before measuring (default: %(default)s)")  # fmt: skip
     p.add_argument("--measure", type=int, default=1_000,
@@ -451,7 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="warm-up calls per trace point (default: %(default)s)")  # fmt: skip
     p.add_argument("--work", type=Path, default=Path("/tmp/outside-check"),
                    help="catalogs and indexes, one folder per dataset (default: %(default)s)")  # fmt: skip
-    p.add_argument("--rebuild", action="store_true", help="build again even if WORK/DATASET/index exists")  # fmt: skip
+    p.add_argument("--rebuild", action="store_true", help="write the catalog and build again even if WORK/DATASET/.../index exists")  # fmt: skip
+    p.add_argument("--build-arg", action="append", default=[], metavar="ARG",
+                   help="extra 'adindex build' argument, e.g. --build-arg=--allow-below-target "
+                        "(default: none: the build at its defaults)")  # fmt: skip
+    p.add_argument("--real-build-queries", action="store_true",
+                   help="build with --queries: the warm-up queries (the build samples 500), "
+                        "as an ads team passes yesterday's traffic")  # fmt: skip
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                    help="extra 'adindex serve' argument for a diagnosis run, e.g. "
                         "--serve-arg=--recall-control --serve-arg=off (default: none)")  # fmt: skip
@@ -464,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         try:
             data = (load_realtext(args.warmup, args.measure) if name == "realtext"
-                    else load_esci(args.warmup, args.work))  # fmt: skip
+                    else load_esci(args.warmup, args.work) if name == "esci"
+                    else load_sample(args.warmup, args.measure, args.work))  # fmt: skip
         except Skipped as exc:
             print(f"skipped {name}: {exc}", file=sys.stderr)
             continue
