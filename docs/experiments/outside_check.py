@@ -428,7 +428,10 @@ def described(args: argparse.Namespace, data: RealData, row: dict[str, Any]) -> 
     """A row with what makes it self-describing (``benchmarks.docs.REQUIRED``), stamped now."""
     return {"benchmark": "outside_check", "kind": "run", "dataset": data.name,
             "description": data.description, "nb": len(data.xb), "d": data.xb.shape[1],
-            "threads": server_threads(), "label": args.label, "k": K, **row,
+            "threads": server_threads(), "label": args.label, "k": K,
+            "variant": " ".join([*args.build_arg, *(["--queries (the warm-up queries)"]
+                                 if args.real_build_queries else [])]) or "defaults",
+            **row,
             "load_avg_end": os.getloadavg(), **provenance(args.cmd)}  # fmt: skip
 
 
