@@ -424,14 +424,19 @@ def build_args(args: argparse.Namespace, data: RealData, work: Path) -> list[str
     return extra
 
 
+def variant(args: argparse.Namespace) -> str:
+    """What differs from the defaults: build arguments, then serve arguments."""
+    build = [*args.build_arg, *(["--queries (the warm-up queries)"] * args.real_build_queries)]
+    serve = ["serve " + " ".join(args.serve_arg)] if args.serve_arg else []
+    return " ".join(build + serve) or "defaults"
+
+
 def described(args: argparse.Namespace, data: RealData, row: dict[str, Any]) -> dict[str, Any]:
     """A row with what makes it self-describing (``benchmarks.docs.REQUIRED``), stamped now."""
     return {"benchmark": "outside_check", "kind": "run", "dataset": data.name,
             "description": data.description, "nb": len(data.xb), "d": data.xb.shape[1],
             "threads": server_threads(), "label": args.label, "k": K,
-            "variant": " ".join([*args.build_arg, *(["--queries (the warm-up queries)"]
-                                 if args.real_build_queries else [])]) or "defaults",
-            **row,
+            "variant": variant(args), **row,
             "load_avg_end": os.getloadavg(), **provenance(args.cmd)}  # fmt: skip
 
 
