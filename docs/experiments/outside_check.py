@@ -385,6 +385,13 @@ def build_estimate(manifest: dict[str, Any]) -> dict[str, Any]:
             "queries": q["queries"].get("description", q["queries"].get("source"))}  # fmt: skip
 
 
+def build_curve(manifest: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """The build's sweep and re-ranking probe as ``[k_factor, nprobe, recall]`` (recall-grid)."""
+    q = manifest["quality"]
+    return {key: [[p["k_factor"], p["nprobe"], p["recall"]] for p in q.get(key) or []]
+            for key in ("curve", "probes")}  # fmt: skip
+
+
 def serve_and_measure(args: argparse.Namespace, data: RealData, root: Path) -> dict[str, Any]:
     """Warm up, measure and read the server's state; the server is stopped on return."""
     from retrieval.client import RetrievalClient
@@ -470,7 +477,7 @@ def run(args: argparse.Namespace, data: RealData) -> dict[str, Any]:
     return described(args, data, {
         "factory": info.index_factory, "nlist": nlist, "build": built,
         "build_point": list(build_point),
-        "build_estimate": build_estimate(manifest), "recall_control": info.recall_control,
+        "build_estimate": build_estimate(manifest), **build_curve(manifest), "recall_control": info.recall_control,
         "final_point": list(final), "warmup_calls": len(data.warm),
         "warmup_distinct_queries": len(np.unique(data.warm, axis=0)),
         "warm_note": data.warm_note, "measure_queries": len(data.held),
