@@ -457,19 +457,20 @@ def _rescue(
     config: TuningConfig,
     margin: float,
 ) -> list[OperatingPoint]:
-    """Measure (timed) the shallowest probed depth whose recall reaches the target, at the
-    probe's nprobe and then at fewer lists while it still reaches it."""
+    """Measure (timed) the shallowest probed depth whose recall reaches the target and that
+    was not measured at the probe's nprobe already, there and then at fewer lists while it
+    still reaches it."""
     if config.k_factor is not None:
         return []  # only the explicit depth may be published: the advice names the probe
     # The probe has no interval: ask its mean for the target plus the interval's usual width.
     wanted = config.target_recall + margin
-    reach = [p for p in probes if p.recall >= wanted]
     measured = {(p.nprobe, p.k_factor) for p in points}
+    # A depth already measured at the probe's nprobe failed the gate (the sweep found no
+    # point): its probed mean passing is no reason to stop before the next, deeper one.
+    reach = [p for p in probes if p.recall >= wanted and (p.nprobe, p.k_factor) not in measured]
     if not reach:
         return []
     kf, nprobe = reach[0].k_factor, reach[0].nprobe
-    if (nprobe, kf) in measured:
-        return []
     grid = [g for g in nprobe_grid(nlist, config.nprobe) if g <= nprobe]
     if config.nprobe is not None:
         grid = [config.nprobe] if config.nprobe <= nprobe else []

@@ -337,6 +337,25 @@ def test_a_sweep_that_stops_short_of_the_depth_is_rescued_by_the_probe() -> None
     assert (t.chosen.nprobe, t.chosen.k_factor) in {(p.nprobe, p.k_factor) for p in t.points}
 
 
+def test_the_rescue_skips_a_depth_already_measured_short_of_the_gate() -> None:
+    # realtext (docs/index-parameters.md 3.7.1): the probe's mean at k_factor 4 passed target +
+    # margin, but that very point was the sweep's best and its interval failed the gate; the
+    # rescue stopped there instead of measuring the next depth, and the build was refused.
+    index, xb = coarse_index()
+    qs = held_out(xb)
+    truth = exact_search(xb, qs.xq, 10)[1]
+    probes = rerank_probes(index, xb, qs.xq, truth, 8)
+    margin = 0.02
+    at_4 = next(p for p in probes if p.k_factor == 4)
+    target = round(at_4.recall - margin, 4)  # the probe says depth 4 reaches it
+    short = measure(index, qs.xq, truth, nprobe=8, k_factor=4, min_rerank=0, margin=margin)
+    assert gated(short) < target, "measured, depth 4 fails the gate"
+    cfg = TuningConfig(target_recall=target, recall_k=10, min_rerank=0)
+    rescued = tuning._rescue(index, qs.xq, truth, probes, [short], 8, cfg, margin)
+    assert rescued and all(p.k_factor > 4 for p in rescued), rescued
+    assert gated(rescued[0]) >= target
+
+
 def test_refusal_advice_says_what_was_measured() -> None:
     index, xb = coarse_index("IVF8,PQ2x4fs,RFlat")
     cfg = TuningConfig(target_recall=0.999, recall_k=10)
