@@ -58,16 +58,27 @@ def _probe_advice(tuning: Tuning, nlist: int) -> list[str]:
     nprobe = deepest.nprobe
     wanted = tuning.target_recall + tuning.queries.margin
     reach = [p for p in tuning.probes if p.recall >= wanted]
-    if reach:
-        p = reach[0]
-        timed = [q for q in tuning.points if (q.nprobe, q.k_factor) == (p.nprobe, p.k_factor)]
-        label = "recall measured, timed" if timed else "recall measured, latency not measured"
+    # A depth the sweep or the rescue timed at that nprobe failed the gate (no point passed):
+    # a probed mean that passes is no advice to set it.
+    timed = {(q.nprobe, q.k_factor): q for q in tuning.points}
+    failed = [p for p in reach if (p.nprobe, p.k_factor) in timed]
+    untried = [p for p in reach if (p.nprobe, p.k_factor) not in timed]
+    for p in failed:
+        q = timed[(p.nprobe, p.k_factor)]
+        low = f", lower end {q.recall_low:.3f}" if q.recall_low is not None else ""
+        out.append(
+            f"k_factor {p.k_factor} at nprobe {nprobe} probes at {p.recall:.3f} but failed the "
+            f"gate when timed ({q.recall:.3f}{low}; measured)"
+        )
+    if untried:
+        p = untried[0]
         deeper = p.k_factor > max(q.k_factor for q in tuning.points)
         out.append(
             f"{'deeper re-ranking' if deeper else 're-ranking depth'}: k_factor {p.k_factor} "
-            f"reaches {p.recall:.3f} at nprobe {nprobe} ({label}): --k-factor {p.k_factor}"
+            f"reaches {p.recall:.3f} at nprobe {nprobe} (recall measured, latency not "
+            f"measured): --k-factor {p.k_factor}"
         )
-    else:
+    elif not reach:
         out.append(
             f"deeper re-ranking alone does not get there: k_factor {deepest.k_factor} gives "
             f"{deepest.recall:.3f} at nprobe {nprobe} (measured)"

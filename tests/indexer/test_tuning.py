@@ -371,3 +371,26 @@ def test_refusal_advice_says_what_was_measured() -> None:
     t = tune(index, xb, held_out(xb), 8, explicit)
     text = "; ".join(advice(t, "IVF8,PQ2x4fs,RFlat", 8, xb.shape[1], explicit))
     assert "latency not measured): --k-factor" in text, text
+
+
+def test_refusal_advice_never_names_a_depth_that_failed_the_gate_when_timed() -> None:
+    # realtext (docs/index-parameters.md 3.7.1): the advice said "--k-factor 4" because the
+    # probe's mean passed, though the sweep had timed that very point and it failed the gate.
+    index, xb = coarse_index("IVF8,PQ2x4fs,RFlat")
+    cfg = TuningConfig(target_recall=0.999, recall_k=10)
+    t = tune(index, xb, held_out(xb), 8, cfg)
+    assert not t.reached and t.probes
+    probes = sorted(t.probes, key=lambda p: p.k_factor)
+    # A depth that probes above every shallower one and below some deeper one.
+    i = next(i for i in range(1, len(probes) - 1)
+             if max(p.recall for p in probes[:i]) < probes[i].recall - 2e-4
+             and max(p.recall for p in probes[i + 1:]) > probes[i].recall)  # fmt: skip
+    first, later = probes[i], [p for p in probes[i + 1 :] if p.recall > probes[i].recall]
+    target = round(first.recall - t.queries.margin - 1e-4, 4)  # the probe says `first` reaches it
+    failed = OperatingPoint(first.nprobe, first.k_factor, first.recall, 1.0, 2.0,
+                            recall_low=target - 0.02, recall_high=1.0)  # fmt: skip
+    refused = replace(t, target_recall=target, points=(*t.points, failed), chosen=None)
+    items = advice(refused, "IVF8,PQ2x4fs,RFlat", 8, xb.shape[1], cfg)
+    assert not any(f"--k-factor {first.k_factor}" in i for i in items), items
+    assert any(f"k_factor {first.k_factor}" in i and "failed the gate" in i for i in items), items
+    assert any(f"--k-factor {later[0].k_factor}" in i for i in items), items
