@@ -312,6 +312,25 @@ def _add_block(blob: np.ndarray, xb: np.ndarray) -> np.ndarray:
     return faiss.serialize_index(base)
 
 
+def _list_sizes(ivf: faiss.IndexIVF) -> np.ndarray:
+    lists = ivf.invlists
+    assert lists is not None
+    return np.array([lists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
+
+
+def _merge_would_corrupt(ivf: faiss.IndexIVF, sizes: np.ndarray, incoming: np.ndarray) -> bool:
+    """Whether ``merge_from`` would append to a fast-scan list whose size is a non-zero
+    multiple of its block's byte size: FAISS 1.15's ``BlockInvertedLists::add_entries`` then
+    copies whole blocks to the wrong offset and overruns the heap (the driver crashed with
+    ``malloc(): corrupted top size``). Adding that block's vectors with ``add`` is safe."""
+    assert ivf.invlists is not None
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    if not isinstance(lists, faiss.BlockInvertedLists):  # type: ignore[attr-defined]
+        return False
+    hit = (sizes > 0) & (sizes % lists.block_size == 0) & (incoming > 0)
+    return bool(hit.any())
+
+
 def _without_refine(index: faiss.Index) -> faiss.Index:
     """The index under a re-ranking stage (which the driver fills itself), or the index."""
     top = faiss.downcast_index(index)
@@ -336,9 +355,21 @@ def index_on_ray(
     starts = range(0, n, options.add_block_rows)
     refs = [add.remote(blob, xb[s : s + options.add_block_rows]) for s in starts]
     logger.info("Adding %d vectors in %d Ray tasks", n, len(refs))
+    sizes = _list_sizes(ivf)
+    added_here = 0
     for s, ref in zip(starts, tqdm(refs, desc="Merging blocks", unit="block"), strict=True):
-        part = faiss.deserialize_index(ray.get(ref))
-        ivf.merge_from(faiss.extract_index_ivf(part), s)  # ids s..: row s.. of the catalog
+        block = faiss.deserialize_index(ray.get(ref))
+        part = faiss.extract_index_ivf(block)  # a view into block: keep block alive
+        incoming = _list_sizes(part)
+        if _merge_would_corrupt(ivf, sizes, incoming):
+            ivf.add(xb[s : s + options.add_block_rows])  # ids ntotal.. = s..: same rows
+            added_here += 1
+        else:
+            ivf.merge_from(part, s)  # ids s..: row s.. of the catalog
+        sizes += incoming
+    if added_here:
+        logger.info("Added %d of %d blocks on the driver (a merge there corrupts)", added_here,
+                    len(refs))  # fmt: skip
     top = faiss.downcast_index(index)
     if isinstance(top, faiss.IndexRefine):
         top.refine_index.add(xb)  # exact re-ranking codes: cheap, in catalog order

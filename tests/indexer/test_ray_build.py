@@ -237,3 +237,26 @@ def test_no_cluster_at_the_address_fails_clearly(
     err = capsys.readouterr().err
     assert f"error: no Ray cluster at '127.0.0.1:{port}'" in err and "ray start --head" in err
     assert not out.exists() or artifact.list_versions(out) == []
+
+
+def test_blocks_filling_whole_fast_scan_blocks_merge_without_corruption(cluster: Cluster) -> None:
+    """FAISS 1.15's merge into a fast-scan list whose size is a non-zero multiple of its block
+    (256 bytes here) writes past the list: the driver aborted. Such blocks are added there."""
+    from indexer.ann import normalize
+    from indexer.build import train_index
+    from indexer.params import IndexParams
+    from indexer.ray_build import index_on_ray
+
+    rng = np.random.default_rng(0)
+    xb = normalize(rng.standard_normal((1024, 32)).astype(np.float32))
+    params = IndexParams("IVF1,PQ16x4fs,RFlat", nlist=1, nprobe=1, k_factor=4, train_size=1024)
+    ray.init(address=cluster.address)
+    try:
+        merged = index_on_ray(xb, params, 7, options=RayOptions(add_block_rows=256))
+    finally:
+        ray.shutdown()
+    local = train_index(xb, params, 7)
+    assert merged.ntotal == local.ntotal == len(xb)
+    _, got = merged.search(xb[:100], 10)
+    _, want = local.search(xb[:100], 10)
+    np.testing.assert_array_equal(got, want)  # same codes under the same ids: row i = id i
