@@ -433,8 +433,9 @@ def decide(parts: list[CatalogPart], source: Path, sha256: str, *, skip_invalid:
         source,
         sha256,
         [part.lines[part.rows[j]] for part, keep in zip(parts, kept, strict=True) for j in keep],
+        # A directory's files, even just one: locations and the snapshot time name the file.
         [(part.source, len(keep)) for part, keep in zip(parts, kept, strict=True)]
-        if len(parts) > 1
+        if source.is_dir()
         else [],
     )
 

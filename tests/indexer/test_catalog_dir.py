@@ -75,6 +75,16 @@ def test_a_single_file_reads_as_before(tmp_path: Path) -> None:
     assert catalog.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_a_directory_of_one_file_still_names_the_file(tmp_path: Path) -> None:
+    # Its locations, and the build's snapshot time (the file's mtime, not the directory's: the
+    # server replays admin changes acknowledged after it).
+    d = tmp_path / "cat"
+    part = jsonl(d / "part-0.jsonl", [ad(0), ad(1)])
+    jsonl(d / "_SUCCESS.jsonl", [])
+    catalog = read_catalog(d)
+    assert catalog.files == [(part, 2)] and catalog.location(1) == f"{part}:2"
+
+
 def test_problems_name_each_file_and_its_lines(tmp_path: Path) -> None:
     d = tmp_path / "cat"
     a = jsonl(d / "a.jsonl", [ad(0), ad(1, status="on")])
