@@ -35,6 +35,7 @@ from functools import partial
 from pathlib import Path
 
 import faiss
+import grpc
 import numpy as np
 import pyarrow as pa
 import ray
@@ -64,6 +65,7 @@ from indexer.records import Catalog, CatalogError
 logger = logging.getLogger(__name__)
 
 EmbedderFactory = Callable[[], Embedder]
+GCS_PROBE_S = 10.0  # how long a listening address has to answer as a Ray head
 
 
 def build_on_ray(
@@ -153,14 +155,26 @@ def _check_reachable(address: str) -> None:
     if address == "auto" or "://" in address:
         return
     host, _, port = address.rpartition(":")
+    hint = (
+        "start one with `ray start --head` (it prints the address to pass), or leave out "
+        "--ray-address to start a local Ray for this build; nothing was published"
+    )
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
     except (OSError, ValueError) as exc:
+        raise BuildError(f"no Ray cluster at {address!r} ({exc}): {hint}") from exc
+    # Something listens; a Ray head's GCS speaks gRPC there. Anything else (a wrong port, the
+    # dashboard) would keep ray.init retrying for minutes.
+    channel = grpc.insecure_channel(f"{host or '127.0.0.1'}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=GCS_PROBE_S)
+    except grpc.FutureTimeoutError:
         raise BuildError(
-            f"no Ray cluster at {address!r} ({exc}): start one with `ray start --head` (it "
-            "prints the address to pass), or leave out --ray-address to start a local Ray "
-            "for this build; nothing was published"
-        ) from exc
+            f"no Ray cluster at {address!r}: something listens there but does not answer as a "
+            f"Ray head's GCS (gRPC) within {GCS_PROBE_S:.0f} s; {hint}"
+        ) from None
+    finally:
+        channel.close()
 
 
 def _cpus() -> int:

@@ -239,6 +239,28 @@ def test_no_cluster_at_the_address_fails_clearly(
     assert not out.exists() or artifact.list_versions(out) == []
 
 
+def test_something_else_listening_at_the_address_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong port where some other server listens: ray.init would retry for minutes."""
+    from indexer import ray_build
+
+    monkeypatch.setattr(ray_build, "GCS_PROBE_S", 1.0)
+    path = tmp_path / "ads.jsonl"
+    write_catalog_jsonl(generate_catalog(50), path)
+    out = tmp_path / "idx"
+    with socket.socket() as listener:  # accepts connections, never speaks gRPC
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        argv = ["build", "--catalog", str(path), "--out", str(out), "--engine", "ray"]
+        assert cli.main([*argv, "--ray-address", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: no Ray cluster at '127.0.0.1:{port}'" in err and "Ray head's GCS" in err
+    assert not out.exists() or artifact.list_versions(out) == []
+    assert not ray.is_initialized()
+
+
 def test_blocks_filling_whole_fast_scan_blocks_merge_without_corruption(cluster: Cluster) -> None:
     """FAISS 1.15's merge into a fast-scan list whose size is a non-zero multiple of its block
     (256 bytes here) writes past the list: the driver aborted. Such blocks are added there."""
