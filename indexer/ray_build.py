@@ -250,7 +250,14 @@ def encode_on_ray(
     """
     n = len(texts)
     per = options.cpus_per_actor
-    fits = max(1, _cpus() // per)
+    node_cpus = [int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes()
+                 if node.get("Alive")]  # fmt: skip
+    if per > max(node_cpus, default=0):
+        raise BuildError(
+            f"--ray-cpus-per-actor {per} exceeds every node's CPUs ({max(node_cpus, default=0)} "
+            "at most): no embedding actor could ever be scheduled; nothing was published"
+        )
+    fits = max(1, sum(c // per for c in node_cpus))  # an actor lives on one node
     actors = min(options.actors or fits, fits)
     if options.actors is not None and options.actors > fits:
         logger.warning(

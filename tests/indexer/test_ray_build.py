@@ -239,6 +239,17 @@ def test_no_cluster_at_the_address_fails_clearly(
     assert not out.exists() or artifact.list_versions(out) == []
 
 
+def test_actors_larger_than_every_node_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    """Two nodes of one CPU: a two-CPU actor fits the cluster's total but no node."""
+    path = tmp_path / "ads.jsonl"
+    write_catalog_jsonl(generate_catalog(100), path)
+    config = _config(path, tmp_path / "idx", engine="ray", ray=_options(cluster, cpus_per_actor=2))
+    with pytest.raises(BuildError, match="exceeds every node's CPUs"):
+        build(config, embedder_factory=HashEmbedder)
+    assert artifact.list_versions(tmp_path / "idx") == []
+    assert not ray.is_initialized()
+
+
 def test_something_else_listening_at_the_address_fails_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
