@@ -86,19 +86,27 @@ def make_records(n: int, *, paused_every: int = 10, seed: int = 5) -> list[AdRec
     return out
 
 
-class ServerProcess:
-    """``adindex serve`` in a subprocess (JSON logs, a free port), started and ready to serve.
+class _Process:
+    """An ``adindex`` server command in a subprocess (JSON logs, a free port unless ``args``
+    name one), started and ready once a stderr line says ``ready``. ``lines`` holds its log lines and keeps growing."""
 
-    ``lines`` holds its stderr log lines and keeps growing while it runs.
-    """
-
-    def __init__(self, index: Path, *args: str):
+    def __init__(self, argv: Sequence[str], args: Sequence[str], ready: str):
+        # ``args`` come last: a caller's --port (a restarted leaf keeps its port) wins.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "retrieval.cli", "serve", "--index", str(index),
-             "--port", "0", "--log-format", "json", *args],
+            [
+                sys.executable,
+                "-m",
+                "retrieval.cli",
+                *argv,
+                "--port",
+                "0",
+                "--log-format",
+                "json",
+                *args,
+            ],
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         assert self.proc.stderr is not None
         self.lines: list[str] = []
         self.port = 0
@@ -109,25 +117,32 @@ class ServerProcess:
                 self.port = int(match.group(1))
             if match := re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
                 self.metrics_port = int(match.group(1))
-            if "Serving index" in line:
+            if ready in line:
                 break
-        if not self.port:
+        if not self.port or self.proc.poll() is not None:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"the server did not start: {''.join(self.lines)}")
+            raise AssertionError(f"{argv[0]} did not get to {ready!r}: {''.join(self.lines)}")
         self._reader = threading.Thread(
             target=lambda: self.lines.extend(self.proc.stderr or ()), daemon=True
         )
         self._reader.start()
 
     def close(self) -> None:
-        """Kill the server if it still runs, and collect its output."""
+        """Kill the process if it still runs, and collect its output."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
         self._reader.join(timeout=5)
         assert self.proc.stderr is not None
         self.proc.stderr.close()
+
+
+class ServerProcess(_Process):
+    """``adindex serve``, started and ready to serve."""
+
+    def __init__(self, index: Path, *args: str):
+        super().__init__(["serve", "--index", str(index)], args, "Serving index")
 
 
 def scrape_metrics(port: int) -> str:
@@ -149,47 +164,13 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no {name}{labels} in the metrics")
 
 
-class RootProcess:
-    """``adindex root`` over leaves on loopback ports (JSON logs, a free port), started and
-    SERVING (every leaf answered and holds one version). ``lines`` keeps growing."""
+class RootProcess(_Process):
+    """``adindex root`` over leaves on loopback ports, started and SERVING (every leaf
+    answered and holds one version)."""
 
     def __init__(self, leaf_ports: Sequence[int], *args: str):
         leaves = ",".join(f"127.0.0.1:{p}" for p in leaf_ports)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "retrieval.cli", "root", "--leaves", leaves,
-             "--port", "0", "--log-format", "json", *args],
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        assert self.proc.stderr is not None
-        self.lines: list[str] = []
-        self.port = 0
-        self.metrics_port: int | None = None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if match := re.search(r"Listening on 127\.0\.0\.1:(\d+)", line):
-                self.port = int(match.group(1))
-            if match := re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
-                self.metrics_port = int(match.group(1))
-            if "Health SERVING" in line:
-                break
-        if not self.port or self.proc.poll() is not None:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"the root did not start serving: {''.join(self.lines)}")
-        self._reader = threading.Thread(
-            target=lambda: self.lines.extend(self.proc.stderr or ()), daemon=True
-        )
-        self._reader.start()
-
-    def close(self) -> None:
-        """Kill the root if it still runs, and collect its output."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._reader.join(timeout=5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
+        super().__init__(["root", "--leaves", leaves], args, "Health SERVING")
 
 
 def certificate(tmp: Path) -> tuple[Path, Path]:
