@@ -241,7 +241,43 @@ def summarize(run: LoadRun, samples: Sequence[tuple[float, float, str]]) -> Load
 # -- the server under test --------------------------------------------------------------------------
 
 
-class Server:
+class Spawned:
+    """A server process on a free loopback port, ready once its stderr says ``ready``;
+    ``target`` is its address. SIGTERM on close."""
+
+    def _start(self, cmd: Sequence[str], code: Path | None, ready: str = "Serving index") -> None:
+        env = None
+        if code is not None:  # its packages first: cwd is sys.path[0] for -m
+            env = {**os.environ, "PYTHONPATH": str(code.resolve())}
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=code, env=env)
+        self.pid = self.proc.pid
+        assert self.proc.stderr is not None
+        port, lines = 0, []
+        for line in self.proc.stderr:
+            lines.append(line)
+            match = re.search(r"Listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(match.group(1)) if match else port
+            if ready in line:
+                break
+        if not port or self.proc.poll() is not None:
+            raise RuntimeError(f"{cmd[3]} did not start:\n" + "".join(lines))
+        self.target = f"127.0.0.1:{port}"
+        self._reader = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._reader.start()  # keep the pipe empty
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+class Server(Spawned):
     """``adindex serve`` in a subprocess on a free loopback port; SIGTERM on exit.
 
     ``code``: run the server from this checkout of the repository instead (A/B of two code
@@ -287,37 +323,6 @@ class Server:
             *extra,
         ]
         self._start(cmd, code)
-
-    def _start(self, cmd: Sequence[str], code: Path | None) -> None:
-        env = None
-        if code is not None:  # its packages first: cwd is sys.path[0] for -m
-            env = {**os.environ, "PYTHONPATH": str(code.resolve())}
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=code, env=env)
-        self.pid = self.proc.pid
-        assert self.proc.stderr is not None
-        port, lines = 0, []
-        for line in self.proc.stderr:
-            lines.append(line)
-            match = re.search(r"Listening on 127\.0\.0\.1:(\d+)", line)
-            port = int(match.group(1)) if match else port
-            if "Serving index" in line:
-                break
-        if not port or self.proc.poll() is not None:
-            raise RuntimeError("server did not start:\n" + "".join(lines))
-        self.target = f"127.0.0.1:{port}"
-        self._reader = threading.Thread(target=self.proc.stderr.read, daemon=True)
-        self._reader.start()  # keep the pipe empty
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 # -- command line -----------------------------------------------------------------------------------

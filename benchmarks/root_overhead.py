@@ -31,18 +31,17 @@ import argparse
 import json
 import logging
 import os
-import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from benchmarks.load import Spawned
 
 logger = logging.getLogger(__name__)
 
@@ -64,33 +63,15 @@ class OverheadRun:
     warmup: int
 
 
-class Root:
-    """``adindex root`` over loopback leaves; SIGTERM on close."""
+def _root(leaves: Sequence[str]) -> Spawned:
+    """``adindex root`` over loopback leaves, ready once its health says SERVING."""
+    from benchmarks.load import Spawned
 
-    def __init__(self, leaves: Sequence[str]):
-        cmd = [sys.executable, "-m", "retrieval.cli", "root", "--port", "0",
-               "--leaves", ",".join(leaves)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        port, lines = 0, []
-        for line in self.proc.stderr:
-            lines.append(line)
-            match = re.search(r"Listening on 127\.0\.0\.1:(\d+)", line)
-            port = int(match.group(1)) if match else port
-            if "Health SERVING" in line:
-                break
-        if not port or self.proc.poll() is not None:
-            raise RuntimeError("root did not start:\n" + "".join(lines))
-        self.target = f"127.0.0.1:{port}"
-        self._reader = threading.Thread(target=self.proc.stderr.read, daemon=True)
-        self._reader.start()  # keep the pipe empty
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self._reader.join(timeout=10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+    root = Spawned()
+    cmd = [sys.executable, "-m", "retrieval.cli", "root", "--port", "0",
+           "--leaves", ",".join(leaves)]  # fmt: skip
+    root._start(cmd, None, ready="Health SERVING")
+    return root
 
 
 def _cpu_s(pid: int) -> float:
@@ -111,7 +92,7 @@ def _timed(call: Any, request: Any) -> tuple[float, Any]:
 
 
 def measure(
-    run: OverheadRun, root: Root, leaves: Sequence[Any], xq: np.ndarray, truth: np.ndarray
+    run: OverheadRun, root: Spawned, leaves: Sequence[Any], xq: np.ndarray, truth: np.ndarray
 ) -> dict[str, Any]:
     """Per query, interleaved in rotating order: the root; every leaf alone, one after the
     other; every leaf at once from the client (the fan-out without the root)."""
@@ -237,7 +218,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for s in range(shards)
         ]
         try:
-            root = Root([s.target for s in leaves])
+            root = _root([s.target for s in leaves])
             try:
                 cfg = OverheadRun(
                     dataset=ds.name,
