@@ -117,25 +117,14 @@ class Texts:
 
 def load_texts(n_ads: int, esci_dir: Path) -> Texts:
     """Sample-catalog ad texts plus, when the ESCI subset is present, its products and queries."""
-    from benchmarks.text_data import _read_csv
+    from benchmarks.text_data import read_esci
     from indexer.sample import generate_catalog
 
     ads = [r.text() for r in generate_catalog(n_ads)] if n_ads else []
-    files = [esci_dir / n for n in ("products.csv", "queries.csv", "qrels.csv")]
-    if not all(p.is_file() for p in files):
-        print(f"ESCI relevance skipped: {esci_dir} lacks products/queries/qrels.csv", flush=True)
+    esci = read_esci(esci_dir)
+    if esci is None:
         return Texts(ads, len(ads))
-    products, queries, judged = (_read_csv(p) for p in files)
-    title_key = next(k for k in products[0] if k != "product_id")
-    prow = {p["product_id"]: i for i, p in enumerate(products)}
-    qrow = {q["query_id"]: i for i, q in enumerate(queries)}
-    qrels: list[dict[int, int]] = [{} for _ in queries]
-    for j in judged:
-        if j["query_id"] in qrow and j["product_id"] in prow:
-            qrels[qrow[j["query_id"]]][prow[j["product_id"]]] = int(j["relevance"])
-    return Texts(
-        ads + [p[title_key] for p in products], len(ads), [q["query"] for q in queries], qrels
-    )
+    return Texts(ads + esci.titles, len(ads), esci.queries, esci.qrels)
 
 
 def variants(cfg: EmbedBenchConfig) -> list[Variant]:

@@ -96,8 +96,19 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def load_esci(root: Path, cache_dir: Path) -> Esci | None:
-    """Products as ads, queries as users, judged pairs as qrels; None (logged) when absent."""
+@dataclass(frozen=True)
+class EsciTexts:
+    """The ESCI subset's texts, ids and graded judgements by row (nothing embedded)."""
+
+    titles: list[str]
+    product_ids: list[str]
+    queries: list[str]
+    query_ids: list[str]
+    qrels: list[dict[int, int]]  # per query row: product row -> grade
+
+
+def read_esci(root: Path) -> EsciTexts | None:
+    """Products, queries and judged pairs of the ESCI subset; None (logged) when absent."""
     files = [root / n for n in ("products.csv", "queries.csv", "qrels.csv")]
     if not all(p.is_file() for p in files):
         logger.warning(
@@ -113,18 +124,33 @@ def load_esci(root: Path, cache_dir: Path) -> Esci | None:
     for j in judged:
         if j["query_id"] in qrow and j["product_id"] in prow:
             qrels[qrow[j["query_id"]]][prow[j["product_id"]]] = int(j["relevance"])
+    return EsciTexts(
+        [p[title_key] for p in products],
+        [p["product_id"] for p in products],
+        [q["query"] for q in queries],
+        [q["query_id"] for q in queries],
+        qrels,
+    )
+
+
+def load_esci(root: Path, cache_dir: Path) -> Esci | None:
+    """Products as ads, queries as users, judged pairs as qrels; None (logged) when absent."""
+    texts = read_esci(root)
+    if texts is None:
+        return None
 
     def make() -> tuple[np.ndarray, np.ndarray]:
         from indexer.embedding import SentenceTransformerEmbedder
 
         embedder = SentenceTransformerEmbedder()
-        xb = embedder.encode([p[title_key] for p in products], progress=True)
-        return xb, embedder.encode([q["query"] for q in queries], progress=True)
+        xb = embedder.encode(texts.titles, progress=True)
+        return xb, embedder.encode(texts.queries, progress=True)
 
-    xb, xq = _cached(cache_dir / f"esci-{len(products)}-{len(queries)}.npz", make)
+    nb, nq = len(texts.titles), len(texts.queries)
+    xb, xq = _cached(cache_dir / f"esci-{nb}-{nq}.npz", make)
     ds = Dataset(name="esci", xb=xb, xq=xq, metric="ip",
-                 description=f"ESCI subset {root.name}: {len(products)} product titles, {len(queries)} queries, all-MiniLM-L6-v2")  # fmt: skip
-    return Esci(ds, qrels, [p["product_id"] for p in products], [q["query_id"] for q in queries])
+                 description=f"ESCI subset {root.name}: {nb} product titles, {nq} queries, all-MiniLM-L6-v2")  # fmt: skip
+    return Esci(ds, texts.qrels, texts.product_ids, texts.query_ids)
 
 
 def ndcg_at(ranked: np.ndarray, grades: Mapping[int, int], at: int = 10) -> float:
