@@ -95,15 +95,16 @@ class RetrievalClient:
         max_per_advertiser: int = 0,
         timeout_s: float | None = None,
     ) -> retrieval_pb2.RetrieveResponse:
-        request = retrieval_pb2.RetrieveRequest(
-            user_embedding=np.asarray(user_embedding, dtype=np.float32).ravel().tolist(),
-            k=k,
-            nprobe=nprobe,
-            context=retrieval_pb2.UserContext(country=country, locale=locale, device=device),
-            exclude_ad_ids=exclude_ad_ids,
-            exclude_advertiser_ids=exclude_advertiser_ids,
-            max_per_advertiser=max_per_advertiser,
-        )
+        request = _request(
+            k, nprobe, country, locale, device,
+            exclude_ad_ids, exclude_advertiser_ids, max_per_advertiser,
+        )  # fmt: skip
+        request.user_embedding.extend(np.asarray(user_embedding, dtype=np.float32).ravel().tolist())
+        return self._retrieve(request, timeout_s)
+
+    def _retrieve(
+        self, request: retrieval_pb2.RetrieveRequest, timeout_s: float | None
+    ) -> retrieval_pb2.RetrieveResponse:
         response: retrieval_pb2.RetrieveResponse = self.stub.Retrieve(
             request, timeout=timeout_s or self.timeout_s
         )
@@ -139,16 +140,12 @@ class RetrievalClient:
         """
         if weights and len(weights) != len(interests):
             raise ValueError(f"{len(weights)} weights for {len(interests)} interests")
-        request = retrieval_pb2.RetrieveRequest(
-            k=k,
-            nprobe=nprobe,
-            context=retrieval_pb2.UserContext(country=country, locale=locale, device=device),
-            exclude_ad_ids=exclude_ad_ids,
-            exclude_advertiser_ids=exclude_advertiser_ids,
-            max_per_advertiser=max_per_advertiser,
-            max_interests=max_interests,
-            recency_half_life_s=recency_half_life_s,
-        )
+        request = _request(
+            k, nprobe, country, locale, device,
+            exclude_ad_ids, exclude_advertiser_ids, max_per_advertiser,
+        )  # fmt: skip
+        request.max_interests = max_interests
+        request.recency_half_life_s = recency_half_life_s
         for i, x in enumerate(interests):
             interest = request.interests.add(
                 embedding=np.asarray(x, dtype=np.float32).ravel().tolist()
@@ -162,10 +159,7 @@ class RetrievalClient:
             request.context_pin.CopyFrom(
                 retrieval_pb2.ContextPin(pin_id=context_pin_id, text=context_pin_text)
             )
-        response: retrieval_pb2.RetrieveResponse = self.stub.Retrieve(
-            request, timeout=timeout_s or self.timeout_s
-        )
-        return response
+        return self._retrieve(request, timeout_s)
 
     def info(self, *, timeout_s: float | None = None) -> retrieval_pb2.IndexInfo:
         info: retrieval_pb2.IndexInfo = self.stub.GetIndexInfo(
@@ -247,3 +241,24 @@ class RetrievalClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _request(
+    k: int,
+    nprobe: int,
+    country: str,
+    locale: str,
+    device: str,
+    exclude_ad_ids: Sequence[str],
+    exclude_advertiser_ids: Sequence[str],
+    max_per_advertiser: int,
+) -> retrieval_pb2.RetrieveRequest:
+    """The fields every kind of Retrieve shares: k, nprobe, targeting context and filters."""
+    return retrieval_pb2.RetrieveRequest(
+        k=k,
+        nprobe=nprobe,
+        context=retrieval_pb2.UserContext(country=country, locale=locale, device=device),
+        exclude_ad_ids=exclude_ad_ids,
+        exclude_advertiser_ids=exclude_advertiser_ids,
+        max_per_advertiser=max_per_advertiser,
+    )
