@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ def _first_non_finite(x: np.ndarray, original: np.ndarray | None = None) -> str:
 R = TypeVar("R")
 
 
-class RowBuilder(Generic[R]):
+class RowBuilder(ABC, Generic[R]):
     """Validates rows of one keyed table one at a time; knows nothing of file formats.
 
     Subclasses name their columns (``REQUIRED``, ``FIELDS``, ``ENCODED``: read by the format
@@ -121,9 +122,9 @@ class RowBuilder(Generic[R]):
     def file_error(self, line: int, field: str, message: str) -> CatalogError:
         return CatalogError([Problem(self._path, line, field, message)], self.source)
 
+    @abstractmethod
     def add(self, line: int, obj: Mapping[str, object]) -> None:
         """Validate one row (JSON-like values) and keep it, with its problems."""
-        raise NotImplementedError
 
     def _begin(self, line: int, obj: Mapping[str, object]) -> tuple[str | None, int]:
         """Start a row: check its key (present, unique); returns (key, problems so far)."""
