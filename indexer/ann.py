@@ -56,6 +56,31 @@ def has_refine(index: faiss.Index) -> bool:
     return isinstance(index, faiss.IndexRefine)
 
 
+VectorStore = faiss.IndexFlat | faiss.IndexScalarQuantizer  # an index that holds the vectors
+
+
+def vector_store(index: faiss.Index) -> VectorStore | None:
+    """The re-ranking stage when it holds every vector exactly or as float16, else None.
+
+    ``RFlat``'s ``IndexFlat`` and ``Refine(SQfp16)``'s ``IndexScalarQuantizer`` both store the
+    vectors themselves (fp16 rounds each component by at most 2^-11 of its magnitude): serving
+    reads them for exact plans, shadow recall and checks instead of a second copy.
+    ``Refine(SQ8)`` and others quantise too coarsely for "exact".
+    """
+    outer = faiss.downcast_index(index)
+    if not isinstance(outer, faiss.IndexRefine):
+        return None
+    stage = faiss.downcast_index(outer.refine_index)
+    if stage.ntotal == 0:
+        return None
+    if isinstance(stage, faiss.IndexFlat):
+        return stage
+    fp16 = faiss.ScalarQuantizer.QT_fp16
+    if isinstance(stage, faiss.IndexScalarQuantizer) and stage.sq.qtype == fp16:
+        return stage
+    return None
+
+
 def search_params(
     index: faiss.Index,
     nprobe: int,
@@ -126,7 +151,7 @@ class BitmapSelector:
 
 
 def exact_search(
-    xb: np.ndarray | faiss.IndexFlat,
+    xb: np.ndarray | VectorStore,
     xq: np.ndarray,
     k: int,
     *,
@@ -136,8 +161,9 @@ def exact_search(
     """Exact top-k among the eligible rows of xb, best first.
 
     Args:
-        xb: (n, d) float32 vectors (may be memory-mapped: scored block by block), or an
-            ``IndexFlat`` holding them (searched in place with a selector, no copy).
+        xb: (n, d) float32 or float16 vectors (may be memory-mapped: scored block by block),
+            or a :func:`vector_store` holding them (searched in place with a selector, no
+            copy; an fp16 store is scored as its decoded vectors).
         xq: (nq, d) float32 queries (unit rows for cosine).
         k: neighbours per query.
         eligible: (n,) bool; None means every row.
@@ -148,7 +174,7 @@ def exact_search(
         fewer than k rows are eligible.
     """
     xq = np.ascontiguousarray(xq, dtype=np.float32)
-    if isinstance(xb, faiss.IndexFlat):
+    if isinstance(xb, VectorStore):
         sel = BitmapSelector(eligible) if eligible is not None else None
         params = faiss.SearchParameters(sel=sel.sel) if sel else None  # type: ignore[call-arg]
         D, I = xb.search(xq, k, params=params)

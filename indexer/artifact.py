@@ -339,7 +339,9 @@ def load(
         xb = stored
     else:  # one copy of the vectors in memory: the re-ranking stage's (checked against the file)
         rows = np.unique(np.linspace(0, len(ads) - 1, min(len(ads), 16)).astype(np.int64))
-        if len(ads) and not np.array_equal(xb[rows], stored[rows]):
+        # float16 rounds a unit vector's component by at most 2^-11 (to nearest, ties either way)
+        tolerance = 0.0 if xb.dtype == np.float32 else 2.0**-11
+        if len(ads) and not np.all(np.abs(xb[rows] - stored[rows]) <= tolerance):
             raise ArtifactError(
                 f"{version_dir / EMBEDDINGS_FILE}: rows differ from the index's own vectors"
             )
@@ -363,33 +365,37 @@ def load(
 class _Borrowed:
     """Lends a numpy view of memory that FAISS owns, keeping its owner alive (``arr.base``)."""
 
-    def __init__(self, owner: object, address: int, shape: tuple[int, int]):
+    def __init__(self, owner: object, address: int, shape: tuple[int, int], typestr: str):
         self.owner = owner
         self.__array_interface__ = {
             "shape": shape,
-            "typestr": "<f4",
+            "typestr": typestr,
             "data": (address, True),  # read-only
             "version": 3,
         }
 
 
 def _refine_vectors(index: faiss.Index) -> np.ndarray | None:
-    """The (n, d) float32 vectors an ``RFlat`` re-ranking stage holds, as a read-only view.
+    """The (n, d) vectors the re-ranking stage holds, as a read-only view of its memory.
 
+    float32 for ``RFlat``, float16 for ``Refine(SQfp16)`` (its codes are IEEE half floats).
     Serving reads them for exact plans, shadow recall and validation instead of mapping
-    embeddings.npy too: the same vectors, held once. None for other index types.
+    embeddings.npy too: the vectors, held once. None for other index types.
     """
     import faiss
 
-    outer = faiss.downcast_index(index)
-    if not isinstance(outer, faiss.IndexRefine):
+    from indexer.ann import vector_store
+
+    stage = vector_store(index)
+    if stage is None:
         return None
-    flat = faiss.downcast_index(outer.refine_index)
-    if not isinstance(flat, faiss.IndexFlat) or flat.ntotal == 0:
-        return None
-    n, d = int(flat.ntotal), int(flat.d)
-    address = faiss.rev_swig_ptr(flat.get_xb(), n * d).__array_interface__["data"][0]
-    return np.asarray(_Borrowed(index, address, (n, d)))
+    n, d = int(stage.ntotal), int(stage.d)
+    if isinstance(stage, faiss.IndexFlat):
+        pointer, count, typestr = stage.get_xb(), n * d, "<f4"  # count of floats
+    else:  # SQfp16: 2·d bytes of codes per vector
+        pointer, count, typestr = stage.codes.data(), n * d * 2, "<f2"
+    address = faiss.rev_swig_ptr(pointer, count).__array_interface__["data"][0]
+    return np.asarray(_Borrowed(index, address, (n, d), typestr))
 
 
 def shard_dir(version_dir: Path, shard: int) -> Path:

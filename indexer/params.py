@@ -16,11 +16,12 @@ one thread per query; commands and full tables in docs/index-parameters.md.
   (docs/index-parameters.md, section 3.2).
 - Re-ranking, the best that fits the budget (estimate = PQ codes + re-ranking codes + 8-byte
   ids + coarse centroids, ``estimate_memory_bytes``, within 2% of the serialised index):
-  ``RFlat`` (+4d B/vector: exact scores, and the searcher's exact filtered plan scans it),
-  ``Refine(SQfp16)`` (+2d: RFlat's curve point for point), ``Refine(SQ8)`` (+d: a little
-  best recall, nothing at 0.95), then ``PQ{d/4}x4fs,Refine(SQ8)``, then no re-ranking with
-  d/2, d/4, d/8 sub-quantizers. PQ alone caps recall@100 well below 0.95: the gate refuses
-  those at a 0.95 target (section 3.2).
+  ``Refine(SQfp16)`` (+2d B/vector: ``RFlat``'s recall and CPU per query at half its memory,
+  and the one copy of the vectors the server keeps for exact plans and shadow recall; section
+  3.9), ``Refine(SQ8)`` (+d: a little best recall, nothing at 0.95), then
+  ``PQ{d/4}x4fs,Refine(SQ8)``, then no re-ranking with d/2, d/4, d/8 sub-quantizers. PQ alone
+  caps recall@100 well below 0.95: the gate refuses those at a 0.95 target (section 3.2).
+  ``RFlat`` (+4d, float32 scores) is built only when asked for.
 - OPQ: never chosen. Without re-ranking its rotation buys less recall than more bytes of plain
   PQ, for a far longer training; with re-ranking PQ error matters even less (section 3.4).
 - default nprobe / k_factor: measured at build time (``indexer.tuning``): the cheapest
@@ -48,7 +49,6 @@ SMALL_CORPUS = 1_000  # below this, IVF-Flat: PQ would save a few KB and cost re
 ID_BYTES = 8  # IVF lists store an int64 id per vector
 # Re-ranking stages, most exact first: factory suffix -> bytes per vector per dimension.
 REFINES: tuple[tuple[str, float], ...] = (
-    ("RFlat", 4.0),
     ("Refine(SQfp16)", 2.0),
     ("Refine(SQ8)", 1.0),
 )

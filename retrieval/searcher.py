@@ -96,13 +96,13 @@ class Searcher:
         self.min_rerank = search.min_rerank
         self.nlist = art.manifest.index.nlist
         self.ntotal = int(art.index.ntotal)
-        index = faiss.downcast_index(art.index)
-        # The exact plan scores eligible rows where the full vectors already are: an RFlat
-        # stage's IndexFlat, scanned with the selector (no gather copy, and faster than numpy
-        # on the row counts the exact plan serves), else embeddings.npy rows.
-        refine = faiss.downcast_index(index.refine_index) if ann.has_refine(index) else None  # type: ignore[attr-defined]
-        self._exact_xb: np.ndarray | faiss.IndexFlat = (
-            refine if isinstance(refine, faiss.IndexFlat) else art.embeddings
+        # Exact plans and shadow recall score rows where the vectors already are: the
+        # re-ranking stage (RFlat's IndexFlat or SQfp16's codes), scanned with the selector (no
+        # gather copy, and faster than numpy on the row counts the exact plan serves), else
+        # embeddings.npy rows.
+        store = ann.vector_store(art.index)
+        self.exact_vectors: np.ndarray | ann.VectorStore = (
+            store if store is not None else art.embeddings
         )
         ann.use_serving_implementation(art.index)
         self.targeting = TargetingIndex(art.ads)
@@ -338,7 +338,7 @@ class Searcher:
             I = np.zeros((len(xq), 0), np.int64)
         elif mask is not view.eligible and m_main <= self.exact_max_rows:
             plan, used = "exact", 0
-            D, I = ann.exact_search(self._exact_xb, xq, k_main, eligible=mask)
+            D, I = ann.exact_search(self.exact_vectors, xq, k_main, eligible=mask)
         else:
             selector = view.selector if mask is view.eligible else ann.BitmapSelector(mask)
             if mask is not view.eligible:
@@ -372,7 +372,7 @@ class Searcher:
             selector = view.selector
         else:
             if m <= self.exact_max_rows:
-                D, I = ann.exact_search(self._exact_xb, xq, k, eligible=mask)
+                D, I = ann.exact_search(self.exact_vectors, xq, k, eligible=mask)
                 keep = I[0] >= 0
                 return I[0][keep], D[0][keep], "exact", 0
             selector = ann.BitmapSelector(mask)

@@ -236,11 +236,11 @@ class ShadowRecall:
     def _exact(samples: list[_Sample]) -> list[Measured | None]:
         """Exact answers of calls that share one eligibility (None where nothing was eligible)."""
         first = samples[0]
-        n, art, delta = first.searcher.ntotal, first.searcher.artifact, first.hits.view.delta
+        n, delta = first.searcher.ntotal, first.hits.view.delta
         xq = np.stack([s.xq for s in samples])
         eligible = int(first.mask.sum()) + int(first.delta_mask.sum())
         t = max(min(max(max(s.k, s.wanted_k or 0) for s in samples), eligible), 1)
-        D, I = exact_search(art.embeddings, xq, t, eligible=first.mask)
+        D, I = exact_search(first.searcher.exact_vectors, xq, t, eligible=first.mask)
         delta_rows = np.flatnonzero(first.delta_mask)
         delta_scores = np.asarray(xq @ delta.xb[delta_rows].T, dtype=np.float32)  # (nq, m)
         out: list[Measured | None] = []

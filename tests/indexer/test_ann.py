@@ -81,6 +81,32 @@ def test_exact_search_blocks_masks_and_flat_index_agree(tmp_path: Path) -> None:
     assert sorted(I[0][:2].tolist()) == [3, 4000] and I[0][2:].tolist() == [-1, -1, -1]
 
 
+def test_fp16_store_is_exact_to_its_rounding_and_honours_the_mask() -> None:
+    """Refine(SQfp16)'s stage is the server's vector store: a selector search over it agrees
+    with exact float32 search up to fp16 rounding, and other stages are not stores."""
+    xb = clustered_vectors(5000, seed=3)
+    xq = clustered_vectors(20, seed=4)
+    eligible = np.random.default_rng(1).random(len(xb)) < 0.1
+    index = faiss.index_factory(
+        xb.shape[1], "IVF16,PQ8x4fs,Refine(SQfp16)", faiss.METRIC_INNER_PRODUCT
+    )
+    index.train(xb)
+    index.add(xb)
+    store = ann.vector_store(index)
+    assert isinstance(store, faiss.IndexScalarQuantizer)
+    D, I = ann.exact_search(store, xq, 50, eligible=eligible)
+    D32, I32 = ann.exact_search(xb, xq, 50, eligible=eligible)
+    assert eligible[I].all()
+    assert ann.recall_at_k(I, I32) >= 0.99  # only near-ties may swap
+    assert np.abs(D - D32).max() <= 2e-3
+    sq8 = faiss.index_factory(xb.shape[1], "IVF16,PQ8x4fs,Refine(SQ8)", faiss.METRIC_INNER_PRODUCT)
+    sq8.train(xb)
+    sq8.add(xb)
+    assert ann.vector_store(sq8) is None  # too coarse to stand for the vectors
+    plain = faiss.index_factory(xb.shape[1], "IVF16,Flat", faiss.METRIC_INNER_PRODUCT)
+    assert ann.vector_store(plain) is None
+
+
 def test_exact_search_spans_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ann, "EXACT_CHUNK_ROWS", 333)  # many blocks, the best rows in several
     xb = clustered_vectors(2000, seed=5)

@@ -108,6 +108,29 @@ def test_failed_build_leaves_previous_version_and_no_debris(
     )
 
 
+def test_an_fp16_stage_is_the_one_copy_of_the_vectors(
+    vector_catalog: tuple[Path, list[AdRecord], np.ndarray], tmp_path: Path
+) -> None:
+    """With the default Refine(SQfp16) stage the artifact's embeddings are the stage's fp16 codes,
+    read in place: half RFlat's memory, within fp16 rounding of embeddings.npy."""
+    path, _, _ = vector_catalog
+    result = build(
+        BuildConfig(
+            catalog=path,
+            out=tmp_path,
+            index_factory="IVF32,PQ16x4fs,Refine(SQfp16)",
+            nprobe=8,
+            threads=1,
+        )
+    )
+    stored = np.load(result.version_dir / artifact.EMBEDDINGS_FILE)
+    xb = artifact.load(result.version_dir).embeddings
+    gc.collect()
+    assert xb.dtype == np.float16 and not isinstance(xb, np.memmap) and not xb.flags.writeable
+    assert xb.shape == stored.shape
+    assert np.abs(xb.astype(np.float32) - stored).max() <= 2.0**-11
+
+
 def test_serving_holds_one_copy_of_the_vectors(built_index: BuildResult, tmp_path: Path) -> None:
     """With an RFlat stage the artifact's embeddings are the index's own vectors (no second
     copy), they outlive the Artifact object, and embeddings.npy must agree with them."""

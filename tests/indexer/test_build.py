@@ -91,7 +91,7 @@ def _vector_catalog(tmp_path: Path, n: int = 3000) -> Path:
 def test_build_publishes_its_measured_curve_and_tuned_defaults(tmp_path: Path) -> None:
     path = _vector_catalog(tmp_path)
     m = build(BuildConfig(catalog=path, out=tmp_path / "idx", threads=1)).manifest
-    assert m.index.factory == "IVF64,PQ16x4fs,RFlat"  # 3,000 x 32: the default rule
+    assert m.index.factory == "IVF64,PQ16x4fs,Refine(SQfp16)"  # 3,000 x 32: the default rule
     q = m.quality
     assert q is not None
     assert q.target_recall == 0.95 and q.recall_k == 100 and not q.below_target

@@ -43,10 +43,10 @@ def test_pq_m_divides_d_and_is_even(d: int) -> None:
     [
         (300, "IVF4,Flat"),  # small corpus: IVF-Flat, exact within the probed lists
         (999, "IVF16,Flat"),
-        (1_000, "IVF16,PQ192x4fs,RFlat"),
-        (5_000, "IVF128,PQ192x4fs,RFlat"),
-        (54_667, "IVF512,PQ192x4fs,RFlat"),
-        (100_000, "IVF1024,PQ192x4fs,RFlat"),
+        (1_000, "IVF16,PQ192x4fs,Refine(SQfp16)"),
+        (5_000, "IVF128,PQ192x4fs,Refine(SQfp16)"),
+        (54_667, "IVF512,PQ192x4fs,Refine(SQfp16)"),
+        (100_000, "IVF1024,PQ192x4fs,Refine(SQfp16)"),
     ],
 )
 def test_default_factory_by_corpus_size(n: int, expected: str) -> None:
@@ -63,8 +63,8 @@ def test_memory_budget_picks_the_best_stage_that_fits(n: int) -> None:
     ladder = candidate_factories(n, d)
     needs = [estimate_memory_bytes(f, n, d) for f in ladder]
     assert all(need is not None for need in needs)
-    assert ladder[0].endswith(",RFlat") and ladder[1].endswith(",Refine(SQfp16)")
-    assert ladder[2].endswith(",Refine(SQ8)") and "Refine" not in ladder[-1]
+    assert ladder[0].endswith(",Refine(SQfp16)") and ladder[1].endswith(",Refine(SQ8)")
+    assert not any("RFlat" in f for f in ladder) and "Refine" not in ladder[-1]
     for i, need in enumerate(needs):
         assert need is not None
         # A budget of exactly what this candidate needs: it, or a better one that also fits.
@@ -78,10 +78,11 @@ def test_memory_budget_picks_the_best_stage_that_fits(n: int) -> None:
 
 
 def test_memory_budget_at_100k() -> None:
-    # 100k x 384: RFlat needs ~159 MB, SQfp16 ~86 MB, SQ8 ~50 MB, PQ alone ~13 MB.
+    # 100k x 384: SQfp16 needs ~86 MB, SQ8 ~50 MB, PQ alone ~13 MB (RFlat ~159 MB: only
+    # when asked for).
     f = "IVF1024,PQ192x4fs"
-    assert choose_params(100_000, 384).index_factory == f"{f},RFlat"
-    assert choose_params(100_000, 384, max_memory_mb=120).index_factory == f"{f},Refine(SQfp16)"
+    assert choose_params(100_000, 384).index_factory == f"{f},Refine(SQfp16)"
+    assert choose_params(100_000, 384, max_memory_mb=90).index_factory == f"{f},Refine(SQfp16)"
     assert choose_params(100_000, 384, max_memory_mb=60).index_factory == f"{f},Refine(SQ8)"
     assert choose_params(100_000, 384, max_memory_mb=45).index_factory == (
         "IVF1024,PQ96x4fs,Refine(SQ8)"

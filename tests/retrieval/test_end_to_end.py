@@ -49,7 +49,7 @@ def test_model_is_recorded(sample_index: BuildResult) -> None:
     m = sample_index.manifest
     assert m.model.name == "all-MiniLM-L6-v2" and m.dimension == 384 and m.model.source == "text"
     assert m.model.embedder.startswith("all-MiniLM-L6-v2/onnx-fp32/")  # the default embedder
-    assert m.index.factory.endswith(",RFlat") and "PQ" in m.index.factory
+    assert m.index.factory.endswith(",Refine(SQfp16)") and "PQ" in m.index.factory
 
 
 def test_recall_and_self_retrieval_with_real_embeddings(

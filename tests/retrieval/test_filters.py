@@ -63,7 +63,7 @@ def catalog(
         BuildConfig(
             catalog=root / "ads.jsonl",
             out=root / "index",
-            index_factory="IVF128,PQ16x4fs,RFlat",
+            index_factory="IVF128,PQ16x4fs,Refine(SQfp16)",  # the default stage: exact plans read it
             nprobe=32,
             k_factor=16,
             threads=1,
