@@ -54,7 +54,7 @@ class FilteredConfig:
     nb: int = 1_000_000
     nq: int = 300
     k: int = 100
-    index_factory: str = "IVF4096,PQ96x4fs,RFlat"
+    index_factory: str | None = None  # None: what indexer.params chooses, as a user's build
     nprobe: int = 64
     k_factor: int = 4
     pauses: int = 200
@@ -226,7 +226,7 @@ def run(cfg: FilteredConfig) -> None:
     art = artifact.load(root)
     logger.info("dataset + build: %.0f s", time.perf_counter() - t0)
     base = {"benchmark": "filtered", "kind": "selectivity", "dataset": ds.name, "nb": cfg.nb,
-            "d": ds.d, "nq": cfg.nq, "k": cfg.k, "index_factory": cfg.index_factory,
+            "d": ds.d, "nq": cfg.nq, "k": cfg.k, "index_factory": art.manifest.index.factory,
             "unfiltered_nprobe": cfg.nprobe, "k_factor": cfg.k_factor}  # fmt: skip
     with omp_threads(SEARCH_THREADS):  # every plan on equal threads (the build set all cores)
         rows = selectivity_runs(cfg, art, ds.xq, drawn, base)
@@ -252,7 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--k", type=int, default=FilteredConfig.k, help="k (default: %(default)s)")
     p.add_argument(
-        "--index-factory", default=FilteredConfig.index_factory, help="(default: %(default)s)"
+        "--index-factory",
+        default=FilteredConfig.index_factory,
+        help="FAISS factory string (default: what indexer.params chooses for --nb)",
     )
     p.add_argument(
         "--nprobe",

@@ -2,17 +2,19 @@
 
 A sampled call hands its query and its answer to a bounded queue (dropped when full: the
 request path never waits). One background thread takes them in small groups and searches
-exactly (``indexer.ann.exact_search``, block by block over the memory-mapped embeddings) among
-the ads the call was allowed to see: the same eligibility mask and upserted ads the search
-used. recall@k is exported per index version.
+exactly (``indexer.ann.exact_search`` over the server's one copy of the vectors,
+``Searcher.exact_vectors``) among the ads the call was allowed to see: the same eligibility
+mask and upserted ads the search used. recall@k is exported per index version.
 
 recall@k (``indexer.ann.recall_per_query``) also counts a returned ad whose exact score reaches
 the k-th best exact score: it does not penalise an arbitrary pick among exact duplicates. Calls
 with an advertiser cap are skipped (their ideal answer is not a top k).
 
 The exact pass over n ads costs about n * d * 2 flops per query and reads the whole embedding
-matrix once per group (memory-bandwidth bound); ``max_duty`` bounds the share of one core it may
-use by sleeping after each pass.
+matrix once per group (memory-bandwidth bound). It runs on one OpenMP thread at nice 19
+(``retrieval.threads.become_background``), so it fills cores the searches leave idle rather
+than sharing one with a call; ``max_duty`` bounds the share of one core it may use by sleeping
+after each pass.
 
 A listener (the recall controller, ``retrieval.recall_control``) may ask for more: which calls
 it wants measured (and at which k), a higher sampling rate and duty while a version is
@@ -36,6 +38,7 @@ import numpy as np
 from indexer.ann import exact_search, merge_topk, recall_per_query
 from retrieval.metrics import Metrics
 from retrieval.searcher import Hits, Searcher
+from retrieval.threads import become_background
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +172,11 @@ class ShadowRecall:
         if self.config.sample_rate and self._rng.random() < self.config.sample_rate:
             self._metrics.shadow_queries.labels("skipped").inc()
 
+    @property
+    def thread_id(self) -> int | None:
+        """The measuring thread's OS id (None before it starts)."""
+        return self._thread.native_id
+
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until every queued sample is measured (tests, shutdown); False on timeout."""
         end = time.monotonic() + timeout_s
@@ -193,6 +201,7 @@ class ShadowRecall:
         return group
 
     def _run(self) -> None:
+        become_background()
         while not self._stop.is_set():
             group = self._take()
             if not group:

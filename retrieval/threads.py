@@ -13,12 +13,20 @@ threads while others start, so without it a loaded server keeps oversubscribing 
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import faiss
+
 from indexer.ann import omp_threads
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND_NICE = 19  # the lowest CFS weight short of SCHED_IDLE: it still gets a trickle
 
 
 def available_cores() -> int:
@@ -31,6 +39,26 @@ def available_cores() -> int:
 def default_alone_threads() -> int:
     """OpenMP threads for a lone search: both cores of a 2-core machine (docs/serving.md)."""
     return min(2, available_cores())
+
+
+def become_background() -> int:
+    """Make the calling thread best-effort work beside the searches; returns its nice value.
+
+    One OpenMP thread, so a duty cycle counts one core; and on Linux nice 19 for this thread
+    (and the OpenMP threads it creates, which inherit it), so that the scheduler runs it on a
+    core the searches leave idle instead of beside them: shadow recall's exact pass over every
+    vector would otherwise sit in a call's latency. Linux's setpriority takes a thread id;
+    elsewhere it would renice the whole process, so it is skipped.
+    """
+    faiss.omp_set_num_threads(1)
+    if not sys.platform.startswith("linux"):
+        return 0
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
+    except OSError as exc:  # a sandbox may forbid it: the work still runs, at normal priority
+        logger.warning("could not lower thread %d's priority: %s", tid, exc)
+    return os.getpriority(os.PRIO_PROCESS, tid)
 
 
 class SearchThreads:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from retrieval.client import RetrievalClient
 from retrieval.serve_cli import JsonFormatter
 from retrieval.server import RunningServer, ServerConfig, create_server
 from retrieval.shadow import ShadowConfig
+from retrieval.threads import BACKGROUND_NICE
 from support import ServerProcess, certificate, clustered_vectors, make_records
 from support import metric_value as _sample
 from support import scrape_metrics as _scrape
@@ -60,9 +63,27 @@ def root(built_root: Path, tmp_path: Path) -> Path:
     return tmp_path / "index"
 
 
+@pytest.fixture(scope="module")
+def fp16_index(
+    vector_catalog: VectorCatalog, tmp_path_factory: pytest.TempPathFactory
+) -> BuildResult:
+    """The default re-ranking stage: the server's vectors are its fp16 codes."""
+    config = BuildConfig(
+        catalog=vector_catalog[0],
+        out=tmp_path_factory.mktemp("fp16"),
+        index_factory="IVF32,PQ16x4fs,Refine(SQfp16)",
+        nprobe=8,
+        threads=1,
+    )
+    return build(config)
+
+
+@pytest.mark.parametrize("stage", ["RFlat", "Refine(SQfp16)"])
 def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
-    built_index: BuildResult, vector_catalog: VectorCatalog
+    stage: str, request: pytest.FixtureRequest, vector_catalog: VectorCatalog
 ) -> None:
+    built_index = request.getfixturevalue("built_index" if stage == "RFlat" else "fp16_index")
+    assert built_index.manifest.index.factory.endswith(stage)
     _, records, xb = vector_catalog
     config = ServerConfig(
         port=0,
@@ -83,6 +104,10 @@ def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
         assert running.shadow is not None and running.shadow.wait_idle(60)
         assert running.metrics_port is not None
         text = _scrape(running.metrics_port)
+        if sys.platform.startswith("linux"):  # best-effort work: one OpenMP thread at nice 19
+            tid = running.shadow.thread_id
+            assert tid is not None and os.getpriority(os.PRIO_PROCESS, tid) == BACKGROUND_NICE
+            assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICE
     finally:
         running.stop()
     eligible = np.array([r.status == "active" for r in records])
@@ -92,7 +117,8 @@ def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
     shadow = _sample(text, "adindex_shadow_recall_sum", version=version) / count
     assert count == 200
     assert 0.3 < offline < 0.99  # nprobe=1 misses some: the comparison means something
-    assert shadow == pytest.approx(offline, abs=1e-6)
+    # fp16 rounding may reorder near-ties in the exact answer the shadow thread measures against
+    assert shadow == pytest.approx(offline, abs=1e-6 if stage == "RFlat" else 0.01)
     method = "RetrievalService/Retrieve"
     assert _sample(text, "adindex_rpc_duration_seconds_count", method=method, code="OK") == 200
     assert (

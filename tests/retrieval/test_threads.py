@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import faiss
@@ -15,7 +17,7 @@ from indexer.ann import (
     search_params,
     use_serving_implementation,
 )
-from retrieval.threads import SearchThreads, available_cores
+from retrieval.threads import BACKGROUND_NICE, SearchThreads, available_cores, become_background
 
 
 def test_a_lone_search_gets_alone_threads_overlapping_ones_busy_and_the_count_is_restored() -> None:
@@ -46,6 +48,25 @@ def test_a_lone_search_gets_alone_threads_overlapping_ones_busy_and_the_count_is
     with pytest.raises(ValueError, match="thread counts"):
         SearchThreads(busy=0)
     assert available_cores() >= 1
+
+
+def test_background_work_takes_one_openmp_thread_and_on_linux_the_lowest_priority() -> None:
+    faiss.omp_set_num_threads(2)
+    seen: dict[str, int] = {}
+
+    def work() -> None:
+        seen["nice"] = become_background()
+        seen["omp"] = faiss.omp_get_max_threads()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen["omp"] == 1 and faiss.omp_get_max_threads() == 2  # per thread: ours unchanged
+    if sys.platform.startswith("linux"):
+        assert seen["nice"] == BACKGROUND_NICE
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICE
+    else:
+        assert seen["nice"] == 0
 
 
 def _fast_scan(factory: str) -> tuple[faiss.Index, np.ndarray]:
