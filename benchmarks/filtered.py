@@ -122,7 +122,7 @@ def selectivity_runs(
     base: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """One row per (selectivity, plan mode), each carrying ``base`` and its own provenance."""
-    xb = np.asarray(art.embeddings)
+    xb = np.asarray(art.exact_embeddings())  # float32 truth (serving may hold fp16)
     searchers = {
         "ivf": Searcher(art, max_k=cfg.k, exact_max_rows=0),
         "exact": Searcher(art, max_k=cfg.k, exact_max_rows=NO_LIMIT),

@@ -136,9 +136,16 @@ class Artifact:
     manifest: Manifest
     index: faiss.Index
     ads: list[AdMeta]
-    embeddings: np.ndarray  # (n, d) float32, memory-mapped read-only
+    # (n, d) read-only, as serving holds them: the re-ranking stage's vectors in place (float32
+    # for RFlat, float16 for Refine(SQfp16)), else embeddings.npy memory-mapped.
+    embeddings: np.ndarray
     pins: PinTable | None = None  # built with --pins: in the ads' space (same model, dimension)
     shard: int | None = None  # which shard of a sharded version (path is its directory)
+
+    def exact_embeddings(self) -> np.ndarray:
+        """embeddings.npy as built: (n, d) float32, memory-mapped read-only; ground truth."""
+        exact: np.ndarray = np.load(self.path / EMBEDDINGS_FILE, mmap_mode="r")
+        return exact
 
     @property
     def version(self) -> str:

@@ -124,7 +124,11 @@ def test_an_fp16_stage_is_the_one_copy_of_the_vectors(
         )
     )
     stored = np.load(result.version_dir / artifact.EMBEDDINGS_FILE)
-    xb = artifact.load(result.version_dir).embeddings
+    loaded = artifact.load(result.version_dir)
+    exact = loaded.exact_embeddings()  # ground truth stays the float32 file
+    assert exact.dtype == np.float32 and np.array_equal(exact, stored)
+    xb = loaded.embeddings
+    del loaded
     gc.collect()
     assert xb.dtype == np.float16 and not isinstance(xb, np.memmap) and not xb.flags.writeable
     assert xb.shape == stored.shape

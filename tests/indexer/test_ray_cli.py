@@ -31,7 +31,7 @@ def _recall(version_dir: Path, xq: np.ndarray, k: int = 100) -> float:
         art.index, m.search.nprobe, m.search.k_factor, k, min_rerank=m.search.min_rerank
     )
     _, found = art.index.search(xq, k, params=params)
-    return recall_at_k(found, exact_search(np.asarray(art.embeddings), xq, k)[1])
+    return recall_at_k(found, exact_search(art.exact_embeddings(), xq, k)[1])
 
 
 def _session(sid: int) -> list[psutil.Process]:

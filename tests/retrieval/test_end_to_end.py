@@ -56,7 +56,7 @@ def test_recall_and_self_retrieval_with_real_embeddings(
     running: RunningServer, sample_index: BuildResult, real_embedder: SentenceTransformerEmbedder
 ) -> None:
     art = artifact.load(sample_index.version_dir)
-    xb = np.asarray(art.embeddings)
+    xb = np.asarray(art.exact_embeddings())
     eligible = np.array([a.status == "active" for a in art.ads])
     users = generate_users(30)
     xq = np.stack([user_embedding(real_embedder, u) for u in users])
@@ -118,7 +118,7 @@ def test_engaged_pins_find_each_interest_better_than_the_average(
     art = artifact.load(sample_index.version_dir)
     assert art.pins is not None and art.manifest.pins is not None
     assert art.manifest.pins.model == "all-MiniLM-L6-v2" and art.manifest.pins.source == "text"
-    xb, k = np.asarray(art.embeddings), 30
+    xb, k = np.asarray(art.exact_embeddings()), 30
     eligible = np.array([a.status == "active" for a in art.ads])
     row = {a.ad_id: i for i, a in enumerate(art.ads)}
     shares: dict[str, list[float]] = {"averaged": [], "pins": []}

@@ -94,7 +94,7 @@ def served_recall(result: BuildResult, xq: np.ndarray, started: list[RunningServ
     started.append(server)
     art = artifact.load(result.version_dir)
     eligible = np.array([a.status == "active" for a in art.ads])
-    truth = exact_search(np.asarray(art.embeddings), xq, K, eligible=eligible)[1]
+    truth = exact_search(art.exact_embeddings(), xq, K, eligible=eligible)[1]
     row = {a.ad_id: i for i, a in enumerate(art.ads)}
     with RetrievalClient(f"127.0.0.1:{server.port}") as client:
         found = [[row[c.ad_id] for c in client.retrieve(q, K).candidates] for q in xq]
