@@ -68,7 +68,7 @@ def _build(catalog: Path, out: Path, shards: int | None = None) -> str:
         catalog=catalog,
         out=out,
         shards=shards,
-        index_factory="IVF64,PQ16x4fs,RFlat",
+        index_factory="IVF64,PQ16x4fs,Refine(SQfp16)",  # the default stage
         nprobe=16,
         # One index and each shard re-rank enough to reach the probed lists' own recall; at a
         # shallow k_factor the shards, re-ranking 3x as many candidates in all, score higher.
