@@ -11,10 +11,14 @@ the k-th best exact score: it does not penalise an arbitrary pick among exact du
 with an advertiser cap are skipped (their ideal answer is not a top k).
 
 The exact pass over n ads costs about n * d * 2 flops per query and reads the whole embedding
-matrix once per group (memory-bandwidth bound). It runs on one OpenMP thread at nice 19
+vectors once per query (memory-bandwidth bound). That pass, and only that FAISS call (it holds
+no GIL), runs on its own thread at one OpenMP thread and nice 19
 (``retrieval.threads.become_background``), so it fills cores the searches leave idle rather
-than sharing one with a call; ``max_duty`` bounds the share of one core it may use by sleeping
-after each pass.
+than sharing one with a call. The Python around it (recall, metrics, the listener's timed
+re-searches) stays on the measuring thread at normal priority: a low-priority thread
+preempted while holding the GIL would stall every handler, and the listener's timings would
+stretch. ``max_duty`` bounds the share of one core the measuring takes by sleeping after each
+group.
 
 A listener (the recall controller, ``retrieval.recall_control``) may ask for more: which calls
 it wants measured (and at which k), a higher sampling rate and duty while a version is
@@ -30,6 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -143,8 +148,16 @@ class ShadowRecall:
         self._queue: queue.Queue[_Sample] = queue.Queue(config.queue_size)
         self._rng = random.Random(config.seed)
         self._stop = threading.Event()
+        self._exact_tid: int | None = None
+        self._exact_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="shadow-exact", initializer=self._background
+        )
         self._thread = threading.Thread(target=self._run, name="shadow-recall", daemon=True)
         self._thread.start()
+
+    def _background(self) -> None:
+        become_background()
+        self._exact_tid = threading.get_native_id()
 
     def offer(self, searcher: Searcher, user_embedding: np.ndarray, k: int, hits: Hits) -> None:
         """Maybe sample this answered call; never blocks."""
@@ -173,9 +186,9 @@ class ShadowRecall:
             self._metrics.shadow_queries.labels("skipped").inc()
 
     @property
-    def thread_id(self) -> int | None:
-        """The measuring thread's OS id (None before it starts)."""
-        return self._thread.native_id
+    def exact_thread_id(self) -> int | None:
+        """The OS id of the thread running the exact passes (None before the first pass)."""
+        return self._exact_tid
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until every queued sample is measured (tests, shutdown); False on timeout."""
@@ -187,6 +200,7 @@ class ShadowRecall:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._exact_pool.shutdown(wait=False, cancel_futures=True)
 
     def _take(self) -> list[_Sample]:
         try:
@@ -201,7 +215,6 @@ class ShadowRecall:
         return group
 
     def _run(self) -> None:
-        become_background()
         while not self._stop.is_set():
             group = self._take()
             if not group:
@@ -241,15 +254,16 @@ class ShadowRecall:
                 unsettled |= any(self._listener.unsettled(m.searcher.version) for m in wanted)
         return unsettled
 
-    @staticmethod
-    def _exact(samples: list[_Sample]) -> list[Measured | None]:
+    def _exact(self, samples: list[_Sample]) -> list[Measured | None]:
         """Exact answers of calls that share one eligibility (None where nothing was eligible)."""
         first = samples[0]
         n, delta = first.searcher.ntotal, first.hits.view.delta
         xq = np.stack([s.xq for s in samples])
         eligible = int(first.mask.sum()) + int(first.delta_mask.sum())
         t = max(min(max(max(s.k, s.wanted_k or 0) for s in samples), eligible), 1)
-        D, I = exact_search(first.searcher.exact_vectors, xq, t, eligible=first.mask)
+        D, I = self._exact_pool.submit(
+            exact_search, first.searcher.exact_vectors, xq, t, eligible=first.mask
+        ).result()
         delta_rows = np.flatnonzero(first.delta_mask)
         delta_scores = np.asarray(xq @ delta.xb[delta_rows].T, dtype=np.float32)  # (nq, m)
         out: list[Measured | None] = []

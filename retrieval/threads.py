@@ -47,8 +47,10 @@ def become_background() -> int:
     One OpenMP thread, so a duty cycle counts one core; and on Linux nice 19 for this thread
     (and the OpenMP threads it creates, which inherit it), so that the scheduler runs it on a
     core the searches leave idle instead of beside them: shadow recall's exact pass over every
-    vector would otherwise sit in a call's latency. Linux's setpriority takes a thread id;
-    elsewhere it would renice the whole process, so it is skipped.
+    vector would otherwise sit in a call's latency. Only for work that holds no GIL (a FAISS
+    call): preempted while holding it, the thread would stall every handler. Linux's
+    setpriority takes a thread id; elsewhere it would renice the whole process, so it is
+    skipped.
     """
     faiss.omp_set_num_threads(1)
     if not sys.platform.startswith("linux"):
