@@ -99,6 +99,10 @@ def test_fp16_store_is_exact_to_its_rounding_and_honours_the_mask() -> None:
     assert eligible[I].all()
     assert ann.recall_at_k(I, I32) >= 0.99  # only near-ties may swap
     assert np.abs(D - D32).max() <= 2e-3
+    few = np.zeros(len(xb), dtype=bool)
+    few[[3, 4000]] = True  # fewer eligible rows than k: padded with -1, as FAISS pads
+    _, I = ann.exact_search(store, xq[:1], 5, eligible=few)
+    assert sorted(I[0][:2].tolist()) == [3, 4000] and I[0][2:].tolist() == [-1, -1, -1]
     sq8 = faiss.index_factory(xb.shape[1], "IVF16,PQ8x4fs,Refine(SQ8)", faiss.METRIC_INNER_PRODUCT)
     sq8.train(xb)
     sq8.add(xb)
