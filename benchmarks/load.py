@@ -295,6 +295,7 @@ class Server(Spawned):
         *,
         code: Path | None = None,
         bare: bool = False,
+        shadow_rate: float = 0.0,
     ):
         if bare:
             module = ["benchmarks.bare_server", "--index", str(index), "--workers", str(workers)]
@@ -315,7 +316,7 @@ class Server(Spawned):
             str(workers),
             *(["--alone-threads", str(alone_threads)] if alone_threads else []),
             "--shadow-rate",
-            "0",
+            str(shadow_rate),
             "--watch-interval-s",
             "0",
             "--max-active-calls",
@@ -403,6 +404,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "a lone search)",
     )
     r.add_argument(
+        "--shadow-rate",
+        type=float,
+        default=0.0,
+        help="with --index: adindex servers' --shadow-rate (default: %(default)s, off, so that "
+        "the comparison with the bare server is of equal work; the server ships with 0.01)",
+    )
+    r.add_argument(
         "--workers",
         type=int,
         default=16,
@@ -477,6 +485,7 @@ class Setting:
             args.workers,
             alone_threads=self.alone_threads,
             code=self.code,
+            shadow_rate=args.shadow_rate,
         )
 
 
@@ -524,6 +533,8 @@ def _describe(
         "server_processes": setting.processes,
         "bare_omp_threads": setting.omp_threads if setting.bare else None,
         "code": str(setting.code) if setting.code else None,
+        # adindex servers this tool started: the share of calls shadow recall re-runs exactly
+        "shadow_rate": args.shadow_rate if args.index and not setting.bare else None,
         "dataset": json.loads(dataset.read_text())["dataset"]
         if dataset and dataset.is_file()
         else None,
