@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from retrieval.admin_cli import TOKEN_ENV, admin_token
+from retrieval.listener_flags import add_listener_flags
 from retrieval.root import RootConfig, serve_root
 
 Handler = Callable[[argparse.Namespace], int]
@@ -19,13 +20,6 @@ def _root_flags(p: argparse.ArgumentParser) -> Handler:
         "--leaves",
         required=True,
         help="comma-separated host:port of the leaves, shard 0 first (adindex serve --shard I)",
-    )
-    add("--host", default=d.host, help="address to bind (default: %(default)s, loopback only)")
-    add(
-        "--port",
-        type=int,
-        default=d.port,
-        help="port (default: %(default)s; 0 picks a free one)",
     )
     add(
         "--quorum",
@@ -59,31 +53,13 @@ def _root_flags(p: argparse.ArgumentParser) -> Handler:
         f"${TOKEN_ENV}; unset = no token)",
     )
     add(
-        "--grace-s",
-        type=float,
-        default=d.grace_s,
-        help="on SIGTERM, how long in-flight calls may finish (default: %(default)s)",
-    )
-    add(
-        "--metrics-port",
-        type=int,
-        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default: off; 0 = a free port)",
-    )
-    add("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (needs --tls-key)")
-    add("--tls-key", type=Path, help="PEM private key for --tls-cert")
-    add(
         "--leaf-root-cert",
         type=Path,
         help="PEM certificate(s) to trust for the leaves: talk TLS to them (leaves started "
         "with --tls-cert; default: plaintext)",
     )
     add("--leaf-server-name", help="name the leaves' certificates carry, when not their host")
-    add(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="log lines as text or JSON objects (default: %(default)s)",
-    )
+    add_listener_flags(p, d)
     return cmd_root
 
 

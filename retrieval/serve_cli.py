@@ -18,6 +18,7 @@ from retrieval.admin_cli import TOKEN_ENV, admin_token
 from retrieval.batching import BatchConfig
 from retrieval.controller import ControllerConfig
 from retrieval.interests import InterestConfig
+from retrieval.listener_flags import add_listener_flags
 from retrieval.server import ServerConfig, serve
 from retrieval.shadow import ShadowConfig
 from retrieval.threads import default_alone_threads
@@ -222,8 +223,6 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         help="a leaf keeps the version it was switched from this long, for calls other roots "
         "still pin to it (default: %(default)s)",
     )
-    add("--host", default=d.host, help="address to bind (default: %(default)s, loopback only)")
-    add("--port", type=int, default=d.port, help="port (default: %(default)s; 0 picks a free one)")
     add(
         "--max-k",
         type=int,
@@ -268,30 +267,12 @@ def _serve_flags(p: argparse.ArgumentParser) -> Handler:
         help="how often LATEST is checked for a new version; 0 = only on Reload (default: %(default)s)",
     )
     add(
-        "--grace-s",
-        type=float,
-        default=d.grace_s,
-        help="on SIGTERM, how long in-flight calls may finish (default: %(default)s)",
-    )
-    add(
-        "--metrics-port",
-        type=int,
-        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default: off; 0 = a free port)",
-    )
-    add(
         "--shadow-rate",
         type=float,
         default=ShadowConfig.sample_rate,
         help="share of calls re-run exactly for shadow recall; 0 = off (default: %(default)s)",
     )
-    add("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (needs --tls-key)")
-    add("--tls-key", type=Path, help="PEM private key for --tls-cert")
-    add(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="log lines as text or JSON objects (default: %(default)s)",
-    )
+    add_listener_flags(p, d)
     _batching_flags(p)
     _recall_control_flags(p)
     _interest_flags(p)
