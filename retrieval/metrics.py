@@ -13,7 +13,8 @@ Series (all prefixed ``adindex_``):
     index_events_total{event}             loaded, swapped, refused, freed
     index_load_seconds                    histogram: load + verify + validate time of a version
     shadow_recall{version}                histogram of recall@k of sampled live queries vs exact
-    shadow_queries_total{outcome}         measured / dropped (queue full) / skipped (capped)
+    shadow_queries_total{outcome}         measured / dropped (queue full) / skipped (capped) /
+                                          retired (its version was replaced before measuring)
     operating_point{version,param}        the default nprobe and k_factor now served
     operating_point_moves_total{version,direction}  raise / lower moves by the recall controller
     recall_control_samples_total{version} live calls measured for the controller
@@ -139,7 +140,7 @@ class Metrics:
         )
         self.shadow_queries = Counter(
             "adindex_shadow_queries_total",
-            "Sampled live queries by outcome: measured, dropped (queue full), skipped",
+            "Sampled live queries by outcome: measured, dropped (queue full), skipped, retired",
             ["outcome"],
             registry=r,
         )

@@ -110,6 +110,9 @@ class Searcher:
         self.candidates = CandidateTable(art.ads, art.shard or 0)
         self.overlay = Overlay(art)
         self._view = self.overlay.view()
+        # Set once another version replaced this one (retrieval.state): in-flight calls finish
+        # on it, but nothing new should hold on to it (shadow recall drops its queued calls).
+        self.retired = False
 
     @property
     def version(self) -> str:

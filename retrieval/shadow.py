@@ -219,15 +219,23 @@ class ShadowRecall:
             group = self._take()
             if not group:
                 continue
+            taken = len(group)
+            # A replaced version's calls are not measured: held here, they would keep its index
+            # in memory until the pass (at low priority, slow on a busy server) got to them.
+            live = [s for s in group if not s.searcher.retired]
+            del group  # (nor may this list keep them while the thread sleeps below)
+            if len(live) < taken:
+                self._metrics.shadow_queries.labels("retired").inc(taken - len(live))
             started = time.perf_counter()
             unsettled = False
             try:
-                unsettled = self._measure(group)
+                unsettled = self._measure(live) if live else False
             except Exception:
                 logger.exception("Shadow recall pass failed")
             finally:
-                for _ in range(len(group)):  # (a loop over group would keep its last sample,
-                    self._queue.task_done()  # and with it a swapped-out version, alive)
+                del live
+                for _ in range(taken):
+                    self._queue.task_done()
             spent = time.perf_counter() - started
             duty = self.config.unsettled_max_duty if unsettled else self.config.max_duty
             self._stop.wait(spent * (1.0 / duty - 1.0))

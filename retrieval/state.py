@@ -176,6 +176,7 @@ class IndexState:
 
     def _retire(self, previous: Searcher) -> None:
         """Count a replaced version and log when its last in-flight call has let it go."""
+        previous.retired = True
         self._metrics.index_events.labels("swapped").inc()
         weakref.finalize(previous, self._freed, previous.version)
 

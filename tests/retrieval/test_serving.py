@@ -172,11 +172,15 @@ def test_hot_swap_under_load_fails_no_call(
     server: RunningServer, root: Path, tmp_path: Path
 ) -> None:
     first = _served(server)
+    first_searcher = server.state.current()
     catalog, xb = _catalog(tmp_path)
     started = time.monotonic()
     with Load(f"127.0.0.1:{server.port}", xb) as load:
         second = _build(catalog, root).name
         _wait(lambda: _served(server) == second, what="the second version")
+        # replaced: marked, so that nothing new (shadow recall's queue) holds on to it
+        assert first_searcher.retired and not server.state.current().retired
+        del first_searcher
         bad = _corrupt(root, root / second)
         _wait(lambda: bad in server.state.refused, what="the corrupted version to be refused")
         assert server.watcher is not None

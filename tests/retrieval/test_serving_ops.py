@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -11,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,14 +22,17 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
+from indexer import artifact
 from indexer.ann import exact_search, recall_at_k
 from indexer.build import BuildConfig, BuildResult, build
 from indexer.catalog import write_catalog_jsonl
 from indexer.records import AdRecord
 from retrieval.client import RetrievalClient
+from retrieval.metrics import Metrics
+from retrieval.searcher import Hits, Searcher
 from retrieval.serve_cli import JsonFormatter
 from retrieval.server import RunningServer, ServerConfig, create_server
-from retrieval.shadow import ShadowConfig
+from retrieval.shadow import Measured, ShadowConfig, ShadowRecall
 from retrieval.threads import BACKGROUND_NICE
 from support import ServerProcess, certificate, clustered_vectors, make_records
 from support import metric_value as _sample
@@ -137,6 +142,50 @@ def test_metrics_endpoint_and_shadow_recall_match_offline_recall(
         assert _sample(text, "adindex_index_events_total", event=event) == 0
     assert _sample(text, "adindex_rpc_rejected_total", reason="queue_full") == 0
     assert _sample(text, "adindex_shadow_queries_total", outcome="measured") == 200
+
+
+def test_shadow_drops_queued_calls_of_a_replaced_version_so_it_is_freed(
+    built_index: BuildResult, vector_catalog: VectorCatalog
+) -> None:
+    """Calls queued for shadow recall must not keep a swapped-out index in memory."""
+    _, _, xb = vector_catalog
+    inside, release = threading.Event(), threading.Event()
+
+    class Holding:  # a listener that holds the shadow thread inside its first group
+        def wants(self, searcher: Searcher, hits: Hits) -> int | None:
+            return 10
+
+        def unsettled(self, version: str) -> bool:
+            return False
+
+        def measured(self, samples: Sequence[Measured]) -> None:
+            inside.set()
+            release.wait(60)
+
+    metrics = Metrics()
+    # A tiny duty: after the group the thread sleeps long, and must not hold the calls meanwhile
+    config = ShadowConfig(sample_rate=1.0, max_duty=0.001, seed=1)
+    shadow = ShadowRecall(config, metrics, Holding())
+    try:
+        old = Searcher(artifact.load(built_index.version_dir))
+        shadow.offer(old, xb[0], 10, old.search(xb[0], 10))
+        assert inside.wait(60)  # the thread is busy: the next calls wait in the queue
+        for x in xb[1:6]:
+            shadow.offer(old, x, 10, old.search(x, 10))
+        old.retired = True  # what the server's state does when another version replaces it
+        freed = weakref.ref(old)
+        del old
+        release.set()
+        assert shadow.wait_idle(60)
+        gc.collect()
+        assert freed() is None
+        outcomes = {
+            o: metrics.shadow_queries.labels(o)._value.get() for o in ("measured", "retired")
+        }
+        assert outcomes == {"measured": 1, "retired": 5}
+    finally:
+        release.set()
+        shadow.stop()
 
 
 def test_tls_round_trip_and_admin_token(root: Path, tmp_path: Path) -> None:
