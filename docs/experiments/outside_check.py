@@ -50,13 +50,10 @@ import csv
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository's packages
 
 import numpy as np  # noqa: E402
+from served import Server, adindex, offline_recall, series_sum, server_threads  # noqa: E402
 
 from benchmarks.provenance import command, provenance  # noqa: E402
 
@@ -193,12 +191,6 @@ def write_catalog(path: Path, data: RealData) -> None:
     tmp.rename(path)
 
 
-def adindex() -> list[str]:
-    """The ``adindex`` command of this Python environment."""
-    exe = Path(sys.executable).with_name("adindex")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "retrieval.cli"]
-
-
 def build(catalog: Path, root: Path, extra: Sequence[str]) -> dict[str, Any]:
     """``adindex build`` (at its defaults unless ``extra``): outcome, wall time, log tail.
 
@@ -216,76 +208,18 @@ def build(catalog: Path, root: Path, extra: Sequence[str]) -> dict[str, Any]:
             "log_tail": lines[-8:]}  # fmt: skip
 
 
-class Server:
-    """``adindex serve`` at its defaults in a subprocess; its JSON log lines are kept."""
-
-    def __init__(self, root: Path, extra: Sequence[str] = (), timeout_s: float = 600.0):
-        cmd = [*adindex(), "serve", "--index", str(root), "--port", "0", "--metrics-port", "0",
-               "--log-format", "json", *extra]  # fmt: skip
-        self.argv = cmd[1:]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        self.lines: list[dict[str, Any]] = []
-        self.port = self.metrics_port = 0
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(timeout_s) or self.proc.poll() is not None:
-            self.stop()
-            tail = "\n".join(str(ln.get("message")) for ln in self.lines[-10:])
-            raise RuntimeError(f"adindex serve did not start serving:\n{tail}")
-
-    def _read(self) -> None:
-        if self.proc.stderr is None:
-            return
-        for text in self.proc.stderr:
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                line = {"message": text.rstrip()}
-            self.lines.append(line)
-            msg = str(line.get("message", ""))
-            if m := re.search(r"Listening on 127\.0\.0\.1:(\d+)", msg):
-                self.port = int(m.group(1))
-            if m := re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", msg):
-                self.metrics_port = int(m.group(1))
-            if msg.startswith("Serving index"):
-                self._ready.set()
-        self._ready.set()  # exited: the constructor reports it
-
-    def metrics(self) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("adindex_"):
-                series, _, value = line.rpartition(" ")
-                out[series] = float(value)
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-        self._reader.join(timeout=5)
-
-
-def _sum(metrics: dict[str, float], prefix: str) -> float:
-    return sum(v for s, v in metrics.items() if s.startswith(prefix))
-
-
 def control_state(m: dict[str, float]) -> dict[str, Any]:
     """What the metrics say about recall control and shadow recall now."""
     stat = {s: v for s, v in m.items() if s.startswith("adindex_recall_control_recall{")}
     return {
-        "nprobe": _sum(m, 'adindex_operating_point{param="nprobe"'),
-        "k_factor": _sum(m, 'adindex_operating_point{param="k_factor"'),
-        "moves": _sum(m, "adindex_operating_point_moves_total"),
-        "control_samples": _sum(m, "adindex_recall_control_samples_total"),
-        "settled": _sum(m, "adindex_recall_control_settled"),
+        "nprobe": series_sum(m, 'adindex_operating_point{param="nprobe"'),
+        "k_factor": series_sum(m, 'adindex_operating_point{param="k_factor"'),
+        "moves": series_sum(m, "adindex_operating_point_moves_total"),
+        "control_samples": series_sum(m, "adindex_recall_control_samples_total"),
+        "settled": series_sum(m, "adindex_recall_control_settled"),
         "recall": {key: round(v, 4) for key in ("mean", "lower", "upper")
                    for s, v in stat.items() if f'stat="{key}"' in s},
-        "shadow": {o: _sum(m, f'adindex_shadow_queries_total{{outcome="{o}"')
+        "shadow": {o: series_sum(m, f'adindex_shadow_queries_total{{outcome="{o}"')
                    for o in ("measured", "dropped", "skipped")},
     }  # fmt: skip
 
@@ -350,30 +284,6 @@ def ndcg(data: RealData, found: list[np.ndarray], truth: np.ndarray) -> dict[str
     s, e = float(np.mean(served)), float(np.mean(exact))
     return {"ndcg_at_10_served": round(s, 4), "ndcg_at_10_exact": round(e, 4),
             "ndcg_ratio": round(s / e, 4), "judged_queries": len(served)}  # fmt: skip
-
-
-def offline(root: Path, xq: np.ndarray, truth: np.ndarray, points: set[tuple[int, int]]) -> dict[str, float]:  # fmt: skip
-    """recall@100 of the measured queries searched in-process at each point (diagnosis)."""
-    from indexer.ann import omp_threads, recall_at_k
-    from indexer.artifact import load
-    from retrieval.controller import SearchPoint
-    from retrieval.searcher import Searcher
-
-    searcher = Searcher(load(root))
-    out = {}
-    with omp_threads(1):
-        for n, f in sorted(points):
-            hits = searcher.search_batch(xq, K, point=SearchPoint(n, f))
-            out[f"{n},{f}"] = round(recall_at_k([h.ids for h in hits], truth), 4)
-    return out
-
-
-def server_threads() -> dict[str, Any]:
-    from retrieval.server import ServerConfig
-
-    config = ServerConfig()
-    return {"server_omp": config.omp_threads, "server_alone_omp": config.alone_omp_threads,
-            "clients": 1, "how": "adindex serve at its defaults; one client, one call at a time"}  # fmt: skip
 
 
 def build_estimate(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -474,6 +384,7 @@ def run(args: argparse.Namespace, data: RealData) -> dict[str, Any]:
     final = (info.default_nprobe, info.default_k_factor)
     nlist = manifest["index"]["nlist"]
     wider = {(min(final[0] * m, nlist), final[1]) for m in (2, 4)} | {(final[0], final[1] * 2)}
+    offline = offline_recall(root, data.held, truth, {build_point, final} | wider, K)
     return described(args, data, {
         "factory": info.index_factory, "nlist": nlist, "build": built,
         "build_point": list(build_point),
@@ -482,7 +393,7 @@ def run(args: argparse.Namespace, data: RealData) -> dict[str, Any]:
         "warmup_distinct_queries": len(np.unique(data.warm, axis=0)),
         "warm_note": data.warm_note, "measure_queries": len(data.held),
         **quality(data, found, truth), **got,
-        "offline_recall_by_point": offline(root, data.held, truth, {build_point, final} | wider),
+        "offline_recall_by_point": {f"{n},{f}": round(r, 4) for (n, f), r in offline.items()},
     })  # fmt: skip
 
 

@@ -38,12 +38,8 @@ import argparse
 import json
 import logging
 import os
-import re
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository's packages
 
 import numpy as np  # noqa: E402
+from served import Server, offline_recall, series_sum, server_threads  # noqa: E402
 
 from benchmarks.provenance import command, provenance  # noqa: E402
 
@@ -118,67 +115,6 @@ def build_index(xb: np.ndarray, queries: Path | None, work: Path) -> Path:
     return root
 
 
-class Server:
-    """``adindex serve`` at its defaults in a subprocess; its JSON log lines are kept."""
-
-    def __init__(self, root: Path, *args: str):
-        cmd = [sys.executable, "-m", "retrieval.cli", "serve", "--index", str(root), "--port",
-               "0", "--metrics-port", "0", "--log-format", "json", *args]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        assert self.proc.stderr is not None
-        self.lines: list[dict[str, Any]] = []
-        self.port = self.metrics_port = 0
-        for line in self.proc.stderr:
-            self.lines.append(json.loads(line))
-            msg = self.lines[-1]["message"]
-            if m := re.search(r"Listening on 127\.0\.0\.1:(\d+)", msg):
-                self.port = int(m.group(1))
-            if m := re.search(r"Metrics on http://127\.0\.0\.1:(\d+)/metrics", msg):
-                self.metrics_port = int(m.group(1))
-            if "Serving index" in msg:
-                break
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(json.loads(line))
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def metrics(self) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("adindex_") and not line.startswith("#"):
-                series, _, value = line.rpartition(" ")
-                out[series] = float(value)
-        return out
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self._reader.join(timeout=5)
-
-
-def _series(metrics: dict[str, float], prefix: str) -> float:
-    return sum(v for s, v in metrics.items() if s.startswith(prefix))
-
-
-def server_threads() -> dict[str, Any]:
-    """``adindex serve`` at its defaults (``ServerConfig``), one client calling it."""
-    from retrieval.server import ServerConfig
-
-    config = ServerConfig()
-    return {"server_omp": config.omp_threads, "server_alone_omp": config.alone_omp_threads,
-            "clients": 1, "how": "adindex serve at its defaults; one client, one call at a time"}  # fmt: skip
-
-
 def described(args: argparse.Namespace, xb: np.ndarray, row: dict[str, Any]) -> dict[str, Any]:
     """A row with what makes it self-describing (``benchmarks.docs.REQUIRED``), stamped now."""
     return {"benchmark": "recall_control", **row, "dataset": args.dataset, "nb": len(xb),
@@ -191,7 +127,7 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
     from retrieval.client import RetrievalClient
 
     warm, held = xq[: args.warmup], xq[args.warmup : args.warmup + args.measure]
-    server = Server(root, "--recall-control", control)
+    server = Server(root, ["--recall-control", control])
     rows: list[dict[str, Any]] = []
     served: list[tuple[int, int]] = []
     try:
@@ -209,8 +145,8 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
                     rows.append(described(args, xb, {
                         "kind": "checkpoint", "control": control, "calls": i + 1,
                         "nprobe": default[0], "k_factor": default[1],
-                        "moves": _series(m, "adindex_operating_point_moves_total"),
-                        "control_samples": _series(m, "adindex_recall_control_samples_total"),
+                        "moves": series_sum(m, "adindex_operating_point_moves_total"),
+                        "control_samples": series_sum(m, "adindex_recall_control_samples_total"),
                         "shadow_measured": m.get('adindex_shadow_queries_total{outcome="measured"}', 0),
                         "shadow_dropped": m.get('adindex_shadow_queries_total{outcome="dropped"}', 0),
                         "server_cpu_s": round(server.cpu_s() - cpu0, 2),
@@ -231,7 +167,7 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
     truth = exact_search(xb, held, K)[1]
     found10 = [f[:10] for f in found]
     points = {(n, f) for n, f in served} | {(info.default_nprobe, info.default_k_factor)}
-    offline = offline_recall(root, held, truth, points)
+    offline = offline_recall(root, held, truth, points, K)
     reached = next((i + 1 for i, p in enumerate(served) if offline[p] >= TARGET), None)
     manifest = json.loads(info.manifest_json)
     rows.append(described(args, xb, {
@@ -251,22 +187,6 @@ def run(args: argparse.Namespace, root: Path, xb: np.ndarray, xq: np.ndarray, co
     }))  # fmt: skip
     logger.info("%s", rows[-1])
     return rows
-
-
-def offline_recall(root: Path, xq: np.ndarray, truth: np.ndarray, points: set[tuple[int, int]]) -> dict[tuple[int, int], float]:  # fmt: skip
-    """recall@K of each point on ``xq``, searched in-process like the server does."""
-    from indexer.ann import omp_threads, recall_at_k
-    from indexer.artifact import load
-    from retrieval.controller import SearchPoint
-    from retrieval.searcher import Searcher
-
-    searcher = Searcher(load(root))
-    out = {}
-    with omp_threads(1):
-        for n, f in points:
-            hits = searcher.search_batch(xq, K, point=SearchPoint(n, f))
-            out[(n, f)] = recall_at_k([h.ids for h in hits], truth)
-    return out
 
 
 def exact_costs(
