@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from indexer.durable import fsync_path
 from indexer.manifest import FileEntry, Manifest, ManifestError
 from indexer.records import AdRecord, Targeting
 
@@ -175,19 +176,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is only durable once the directory that holds the new name is synced.
-    _fsync_file(path)
-
-
 def write_ads(ads: Sequence[AdMeta], path: Path) -> None:
     with path.open("w", encoding="utf-8") as f:
         for ad in ads:
@@ -225,14 +213,14 @@ def seal(staged: Path, *, version: str, manifest: Manifest) -> Manifest:
     """
     files = {}
     for p in sorted(staged.rglob("*")):
-        _fsync_file(p)  # a directory too: the names of its files are then durable
+        fsync_path(p)  # a directory too: the names of its files are then durable
         if p.is_file():
             files[p.relative_to(staged).as_posix()] = FileEntry(_sha256(p), p.stat().st_size)
     manifest = replace(manifest, version=version, files=files)
     mpath = staged / MANIFEST
     mpath.write_text(manifest.dumps(), encoding="utf-8")
-    _fsync_file(mpath)
-    _fsync_dir(staged)
+    fsync_path(mpath)
+    fsync_path(staged)
     return manifest
 
 
@@ -251,7 +239,7 @@ def publish(root: Path, staged: Path, *, version: str, manifest: Manifest) -> Ma
     manifest = seal(staged, version=version, manifest=manifest)
     final = root / version
     os.rename(staged, final)
-    _fsync_dir(root)
+    fsync_path(root)
     set_latest(root, version)
     logger.info("Published %s", final)
     return manifest
@@ -263,9 +251,9 @@ def set_latest(root: Path, version: str) -> None:
         raise ArtifactError(f"{root / version}: no {MANIFEST}; refusing to point {LATEST} at it")
     tmp = root / f"{_TMP_PREFIX}{LATEST}-{os.getpid()}"
     tmp.write_text(version + "\n", encoding="utf-8")
-    _fsync_file(tmp)
+    fsync_path(tmp)
     os.replace(tmp, root / LATEST)
-    _fsync_dir(root)
+    fsync_path(root)
 
 
 def resolve(path: Path) -> Path:

@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer.durable import fsync_path
 from indexer.manifest import EmbeddingInfo
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class EmbeddingCache:
         if compact:  # the new part holds every text of the catalog: the parts read are spent
             for path in self._read + self._failed:
                 path.unlink(missing_ok=True)
-            _fsync_dir(self.dir)
+            fsync_path(self.dir)
             logger.info(
                 "%s: compacted %d part(s) into one of %d texts",
                 self.dir,
@@ -265,23 +266,11 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.rename(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
 
 
 Encode = Callable[[list[str]], np.ndarray]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from indexer.durable import fsync_path
 from indexer.embedding import Quantize, model_hash
 
 logger = logging.getLogger(__name__)
@@ -185,19 +186,14 @@ def _write_meta(tmp: Path, model_path: Path, precision: str, export_s: float) ->
 def _publish(tmp: Path, final: Path) -> None:
     """fsync the files, then rename the directory into place; a concurrent exporter may win."""
     for p in tmp.iterdir():
-        with p.open("rb") as f:
-            os.fsync(f.fileno())
+        fsync_path(p)
     try:
         tmp.rename(final)
     except OSError:
         if not (final / "model.onnx").is_file():
             raise
         return  # another process published the same export first; ours is removed by the caller
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(final.parent)
 
 
 @contextlib.contextmanager

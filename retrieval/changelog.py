@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from indexer.artifact import AdMeta
+from indexer.durable import fsync_path
 
 if TYPE_CHECKING:
     from retrieval.eligibility import Overlay
@@ -168,11 +169,7 @@ class ChangeLog:
                 f.flush()
                 os.fsync(f.fileno())
             if new_file:  # the file's directory entry must be durable too
-                fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_path(self.path.parent)
             self._entries.append(change)
             self._last_seq = change.seq
             return change

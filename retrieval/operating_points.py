@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer.artifact import list_versions
+from indexer.durable import fsync_path
 from retrieval.controller import SearchPoint
 
 logger = logging.getLogger(__name__)
@@ -65,14 +66,6 @@ class LearnedPoint:
         )
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class OperatingPointStore:
     """Reads and atomically rewrites one root's ``operating_points.json`` (thread-safe)."""
 
@@ -112,6 +105,6 @@ class OperatingPointStore:
             obj = {"schema": SCHEMA, "versions": {v: asdict(e) for v, e in sorted(entries.items())}}
             tmp = self.path.with_name(f".{OPERATING_POINTS_FILE}.tmp-{os.getpid()}")
             tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            _fsync(tmp)
+            fsync_path(tmp)
             os.replace(tmp, self.path)
-            _fsync(self.root)
+            fsync_path(self.root)

@@ -253,7 +253,7 @@ from indexer import artifact
 from indexer.build import BuildConfig, build
 name, occurrence = sys.argv[3].split(":")
 seen = 0
-_fsync = artifact._fsync_file
+_fsync = artifact.fsync_path
 def fsync_then_stop(path):  # hangs at one chosen fsync of the publish step, to be killed there
     global seen
     _fsync(path)
@@ -261,7 +261,7 @@ def fsync_then_stop(path):  # hangs at one chosen fsync of the publish step, to 
     if seen == int(occurrence):
         print("Stopped at", path, file=sys.stderr, flush=True)
         threading.Event().wait()  # until killed
-artifact._fsync_file = fsync_then_stop
+artifact.fsync_path = fsync_then_stop
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 build(BuildConfig(Path(sys.argv[1]), Path(sys.argv[2]), index_factory="IVF16,Flat", threads=1))
 """
