@@ -4,8 +4,9 @@ top-k and recall.
 
 Every adindex index is searched by inner product over L2-normalised vectors (cosine). A search
 setting is (nprobe, k_factor): lists probed, and for an index with a re-ranking stage
-(``IndexRefine``: ``RFlat`` or ``Refine(...)``) how many PQ candidates per result are re-scored
-exactly. Small requests re-rank at least ``min_rerank`` candidates (:func:`effective_k_factor`).
+(``IndexRefine``: ``Refine(SQfp16)`` by default, ``RFlat``, ``Refine(SQ8)``) how many PQ candidates
+per result are re-scored against the stage's stored vectors. Small requests re-rank at least
+``min_rerank`` candidates (:func:`effective_k_factor`).
 """
 
 from __future__ import annotations
